@@ -1,0 +1,249 @@
+// Package node assembles one Parley node from its data directory: the
+// service and node identities, the sealed ledger secret, and the ledger
+// engine over DIR/ledger.
+//
+// # Where the secrets live without a TEE
+//
+// In CCF the ledger secret and the service key never leave the enclave. With
+// no TEE (every platform Parley runs on today, and the `virtual` platform),
+// Parley seals them with AES-256-GCM under a random key kept in
+// DIR/sealing.key, mode 0600. That protects against a copy of the ledger
+// files alone, and against nothing else: anyone who can read the data
+// directory can decrypt the ledger. Parley logs a warning saying so at every
+// start. A TEE platform replaces the sealing key with one derived by the
+// hardware.
+package node
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+// File names inside a node's data directory.
+const (
+	ServiceCertFile  = "service_cert.pem"
+	serviceKeyFile   = "service_privk.sealed"
+	NodeCertFile     = "node_cert.pem"
+	nodeKeyFile      = "node_privk.sealed"
+	ledgerSecretFile = "ledger_secret.sealed"
+	sealingKeyFile   = "sealing.key"
+	// LedgerDir is the ledger's directory inside the data directory.
+	LedgerDir = "ledger"
+)
+
+// ErrNotInitialized is returned by Load for a directory without a node.
+var ErrNotInitialized = errors.New("data directory holds no node")
+
+// Identity is what a node keeps in its data directory.
+type Identity struct {
+	Service     *identity.Service // the service key pair shared by trusted nodes
+	NodeKey     *ecdsa.PrivateKey
+	NodeCertPEM []byte
+	Secret      *ledger.Secret
+}
+
+// InitOptions configures a new service's first node.
+type InitOptions struct {
+	// SANs are the host names and IP addresses the node's certificate covers.
+	SANs []string
+	// Validity of the certificates; one year when zero.
+	Validity time.Duration
+}
+
+// Init creates a new service identity, node identity and ledger secret in
+// dir, durably. It refuses a directory that already holds a node.
+func Init(fsys vfs.FS, dir string, opts InitOptions) (*Identity, error) {
+	if _, err := fsys.ReadFile(filepath.Join(dir, ServiceCertFile)); err == nil {
+		return nil, fmt.Errorf("init %s: already holds a node", dir)
+	}
+	if opts.Validity == 0 {
+		opts.Validity = 365 * 24 * time.Hour
+	}
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("init %s: %w", dir, err)
+	}
+	if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return nil, fmt.Errorf("init %s: %w", dir, err)
+	}
+	svc, err := identity.NewService("Parley Service", opts.Validity)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	nodeKey, err := ecdsa.GenerateKey(svc.Key.Curve, rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("init: node key: %w", err)
+	}
+	nodeDER, err := svc.EndorseNode(&nodeKey.PublicKey, opts.SANs, opts.Validity)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	secret := make([]byte, ledger.SecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("init: ledger secret: %w", err)
+	}
+	sealKey := make([]byte, 32)
+	if _, err := rand.Read(sealKey); err != nil {
+		return nil, fmt.Errorf("init: sealing key: %w", err)
+	}
+	svcKeyPEM, err := identity.EncodeKeyPEM(svc.Key)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	nodeKeyPEM, err := identity.EncodeKeyPEM(nodeKey)
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	sealedSecret, err := seal(sealKey, secret, ledgerSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	sealedSvc, err := seal(sealKey, svcKeyPEM, serviceKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	sealedNode, err := seal(sealKey, nodeKeyPEM, nodeKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	// The service certificate goes last: its presence marks a complete node.
+	files := []struct {
+		name string
+		data []byte
+		perm fs.FileMode
+	}{
+		{sealingKeyFile, sealKey, 0o600},
+		{ledgerSecretFile, sealedSecret, 0o600},
+		{serviceKeyFile, sealedSvc, 0o600},
+		{nodeKeyFile, sealedNode, 0o600},
+		{NodeCertFile, identity.EncodeCertPEM(nodeDER), 0o644},
+		{ServiceCertFile, identity.EncodeCertPEM(svc.CertDER), 0o644},
+	}
+	for _, f := range files {
+		if err := vfs.WriteFileDurable(fsys, filepath.Join(dir, f.name), f.data, f.perm); err != nil {
+			return nil, fmt.Errorf("init: write %s: %w", f.name, err)
+		}
+	}
+	return Load(fsys, dir)
+}
+
+// Load reads the identity of the node in dir.
+func Load(fsys vfs.FS, dir string) (*Identity, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := fsys.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && name == ServiceCertFile {
+				return nil, fmt.Errorf("load %s: %w", dir, ErrNotInitialized)
+			}
+			return nil, fmt.Errorf("load %s: %w", name, err)
+		}
+		return b, nil
+	}
+	svcCert, err := read(ServiceCertFile)
+	if err != nil {
+		return nil, err
+	}
+	sealKey, err := read(sealingKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealKey) != 32 {
+		return nil, fmt.Errorf("load %s: %d bytes, want 32", sealingKeyFile, len(sealKey))
+	}
+	unseal := func(name string) ([]byte, error) {
+		b, err := read(name)
+		if err != nil {
+			return nil, err
+		}
+		return open(sealKey, b, name)
+	}
+	svcKeyPEM, err := unseal(serviceKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := identity.LoadService(svcCert, svcKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load service identity: %w", err)
+	}
+	nodeKeyPEM, err := unseal(nodeKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	nodeKey, err := identity.ParseKeyPEM(nodeKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load node key: %w", err)
+	}
+	nodeCert, err := read(NodeCertFile)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := unseal(ledgerSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := ledger.NewSecret(raw)
+	clear(raw)
+	if err != nil {
+		return nil, fmt.Errorf("load ledger secret: %w", err)
+	}
+	return &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret}, nil
+}
+
+// WarnNoTEE logs, loudly, where the secrets are.
+func WarnNoTEE(logger *slog.Logger, dir string) {
+	logger.Warn("NO TEE: the ledger secret and the service and node keys are sealed to a key file in the data directory; anyone who can read it can decrypt the ledger. For development only.",
+		slog.String("sealing_key", filepath.Join(dir, sealingKeyFile)))
+}
+
+func seal(key, plaintext []byte, label string) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("seal %s: %w", label, err)
+	}
+	return aead.Seal(nonce, nonce, plaintext, []byte("parley sealed v1 "+label)), nil
+}
+
+func open(key, sealed []byte, label string) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("unseal %s: too short", label)
+	}
+	n := aead.NonceSize()
+	plain, err := aead.Open(nil, sealed[:n], sealed[n:], []byte("parley sealed v1 "+label))
+	if err != nil {
+		return nil, fmt.Errorf("unseal %s: does not authenticate under %s", label, sealingKeyFile)
+	}
+	return plain, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("sealing key: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// Exists reports whether dir holds a node.
+func Exists(fsys vfs.FS, dir string) bool {
+	_, err := fsys.ReadFile(filepath.Join(dir, ServiceCertFile))
+	return err == nil
+}
