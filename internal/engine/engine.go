@@ -1,0 +1,440 @@
+package engine
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleyhq/parley/internal/kv"
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/merkle"
+	"github.com/parleyhq/parley/internal/storage"
+	"github.com/parleyhq/parley/internal/vfs"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// Defaults for [Config].
+const (
+	DefaultSignatureInterval = 10 * time.Millisecond
+	DefaultSignatureTxCount  = 1000
+	DefaultTickInterval      = 50 * time.Millisecond
+	// MaxTxSize bounds the encoded write set of one transaction.
+	MaxTxSize = 16 << 20
+)
+
+// Errors returned by the engine.
+var (
+	// ErrClosed is returned by calls on a closed engine.
+	ErrClosed = errors.New("engine closed")
+	// ErrNotLeader is returned by Commit on a node that is not the primary.
+	ErrNotLeader = errors.New("not the primary")
+	// ErrNotCommitted is returned by Receipt for a transaction that is not
+	// (yet) committed.
+	ErrNotCommitted = errors.New("transaction not committed")
+	// ErrUnknownTx is returned for a transaction id this node has no entry for.
+	ErrUnknownTx = errors.New("unknown transaction")
+	// ErrSignatureTx is returned by Receipt for a signature transaction:
+	// receipts are for what signatures cover, as in ACL.
+	ErrSignatureTx = errors.New("no receipt for a signature transaction")
+	// ErrTooLarge is returned by Commit for a transaction over MaxTxSize.
+	ErrTooLarge = errors.New("transaction too large")
+	// ErrInvalid is returned for a transaction a view change discarded.
+	ErrInvalid = errors.New("transaction invalidated by a view change")
+)
+
+// Config configures an engine. Zero values take the defaults above.
+type Config struct {
+	// Dir is the ledger directory (chunk files and raft state).
+	Dir string
+	// FS is the file system, vfs.OS{} by default.
+	FS vfs.FS
+	// Secret is the ledger secret that seals private write sets.
+	Secret *ledger.Secret
+	// NodeKey signs the Merkle root in signature transactions.
+	NodeKey *ecdsa.PrivateKey
+	// NodeCertPEM is the node certificate, endorsed by the service key; it
+	// goes into signature transactions and receipts.
+	NodeCertPEM []byte
+	// ServiceEndorsements are the certificates, oldest first, by which
+	// earlier service identities endorse the current one (after recovery).
+	ServiceEndorsements []string
+	// SignatureInterval is the longest a transaction waits for a signature.
+	SignatureInterval time.Duration
+	// SignatureTxCount is the most transactions between two signatures.
+	SignatureTxCount int
+	// ChunkSize is the size at which a ledger chunk is completed (at the next
+	// signature); storage's default when zero.
+	ChunkSize int64
+	// TickInterval is raft's tick.
+	TickInterval time.Duration
+	// RaftID is this node's raft id, 1 when zero.
+	RaftID uint64
+	Logger *slog.Logger
+	// Observer, when set, sees every transaction enter and leave the log.
+	Observer Observer
+	// testOnlyNow overrides time.Now in tests.
+	testOnlyNow func() time.Time
+}
+
+// Observer keeps a derived index (by collection, by tag, …) in step with
+// the log. Its methods are called from the engine's sequencer goroutine, in
+// log order, and must be quick and must not call back into the engine's
+// Commit. Replaying the ledger at Open calls Applied for every entry, so an
+// index built by an Observer is rebuilt from the files.
+type Observer interface {
+	// Applied is called for each transaction as it enters the log (Pending),
+	// and for raft's no-op entries; not for signature transactions.
+	// ws holds the public and private writes; it must not be modified.
+	Applied(id ledger.TxID, kind ledger.Kind, ws *kv.WriteSet)
+	// RolledBack is called when every transaction after seqno left the log.
+	RolledBack(seqno uint64)
+}
+
+// Status is what a node knows of a transaction.
+type Status int
+
+//go:generate stringer -type Status
+const (
+	StatusUnknown Status = iota
+	StatusPending
+	StatusCommitted
+	StatusInvalid
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusPending:
+		return "Pending"
+	case StatusCommitted:
+		return "Committed"
+	case StatusInvalid:
+		return "Invalid"
+	default:
+		return "Unknown"
+	}
+}
+
+// CommitOptions are per-transaction options.
+type CommitOptions struct {
+	// Claims is the application claims digest bound into the leaf (zero for
+	// none).
+	Claims [32]byte
+}
+
+// Engine is one node's ledger. It is safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	logger   *slog.Logger
+	store    *kv.Store
+	log      *storage.Log
+	rlog     *raftLog
+	rn       *raft.RawNode
+	nodeID   string
+	nodeCert string
+
+	submit chan *request
+	stop   chan struct{}
+	done   chan struct{}
+	runErr error
+
+	// mu guards what readers share with the sequencer.
+	mu        sync.RWMutex
+	tree      merkle.Tree
+	sigs      []uint64 // seqnos of signature transactions, ascending
+	terms     []termStart
+	lastIndex uint64
+	view      uint64 // current raft term
+	leader    bool
+	sigCache  map[uint64]*ledger.Signature
+
+	committed  atomic.Uint64 // seqno of the last committed signature
+	commitMu   sync.Mutex
+	commitWake chan struct{} // closed and replaced when committed advances
+	closeOnce  sync.Once
+	metrics    Metrics
+}
+
+// termStart records the first index of each term in the log, so the term of
+// any index is a binary search away.
+type termStart struct{ term, index uint64 }
+
+type request struct {
+	tx     *kv.Tx
+	claims [32]byte
+	reply  chan result
+}
+
+type result struct {
+	id  ledger.TxID
+	err error
+}
+
+// Open replays the ledger in cfg.Dir into memory and starts the engine.
+func Open(cfg Config) (*Engine, error) {
+	if cfg.Secret == nil || cfg.NodeKey == nil || len(cfg.NodeCertPEM) == 0 {
+		return nil, errors.New("engine: Secret, NodeKey and NodeCertPEM are required")
+	}
+	if cfg.FS == nil {
+		cfg.FS = vfs.OS{}
+	}
+	if cfg.SignatureInterval <= 0 {
+		cfg.SignatureInterval = DefaultSignatureInterval
+	}
+	if cfg.SignatureTxCount <= 0 {
+		cfg.SignatureTxCount = DefaultSignatureTxCount
+	}
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = DefaultTickInterval
+	}
+	if cfg.RaftID == 0 {
+		cfg.RaftID = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.testOnlyNow == nil {
+		cfg.testOnlyNow = time.Now
+	}
+	nodeID, err := nodeIDFromCert(cfg.NodeCertPEM, &cfg.NodeKey.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	log, err := storage.Open(cfg.Dir, storage.Options{FS: cfg.FS, ChunkSize: cfg.ChunkSize, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("open ledger: %w", err)
+	}
+	e := &Engine{
+		cfg:        cfg,
+		logger:     cfg.Logger,
+		store:      kv.NewStore(),
+		log:        log,
+		nodeID:     nodeID,
+		nodeCert:   string(cfg.NodeCertPEM),
+		submit:     make(chan *request, 16384),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		sigCache:   make(map[uint64]*ledger.Signature),
+		commitWake: make(chan struct{}),
+	}
+	if err := e.replay(); err != nil {
+		log.Close()
+		return nil, err
+	}
+	hs := log.HardState()
+	e.rlog = &raftLog{
+		log:       log,
+		hs:        hs,
+		cs:        pb.ConfState{Voters: []uint64{cfg.RaftID}},
+		tailFirst: log.LastIndex() + 1,
+	}
+	rn, err := raft.NewRawNode(&raft.Config{
+		ID:              cfg.RaftID,
+		ElectionTick:    10,
+		HeartbeatTick:   1,
+		Storage:         e.rlog,
+		Applied:         hs.Commit,
+		MaxSizePerMsg:   4 << 20,
+		MaxInflightMsgs: 256,
+		CheckQuorum:     true,
+		PreVote:         true,
+		Logger:          raftLogger{cfg.Logger},
+	})
+	if err != nil {
+		log.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	e.rn = rn
+	e.view = hs.Term
+	go e.run()
+	return e, nil
+}
+
+func nodeIDFromCert(certPEM []byte, pub *ecdsa.PublicKey) (string, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", errors.New("engine: node certificate is not a PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("engine: parse node certificate: %w", err)
+	}
+	if !pub.Equal(cert.PublicKey) {
+		return "", errors.New("engine: node certificate does not hold the node key")
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return fmt.Sprintf("%x", sum), nil
+}
+
+// Close stops the engine, syncs and closes the ledger. Transactions in flight
+// fail with ErrClosed.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() { close(e.stop) })
+	<-e.done
+	err := e.log.Close()
+	if e.runErr != nil {
+		return e.runErr
+	}
+	return err
+}
+
+// NodeID is the hex SHA-256 of this node's public key.
+func (e *Engine) NodeID() string { return e.nodeID }
+
+// Begin starts a transaction over the current state.
+func (e *Engine) Begin() *kv.Tx { return e.store.Begin() }
+
+// Commit sequences tx and returns its id once it is in the log (Pending).
+// A transaction that read stale state fails with an error wrapping
+// kv.ErrConflict; the caller may run it again. A read-only transaction is
+// not sequenced: Commit returns the id of the last applied transaction.
+func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (ledger.TxID, error) {
+	if err := tx.Err(); err != nil {
+		return ledger.TxID{}, err
+	}
+	if tx.ReadOnly() {
+		return e.Current(), nil
+	}
+	req := &request{tx: tx, claims: opts.Claims, reply: make(chan result, 1)}
+	select {
+	case e.submit <- req:
+	case <-e.stop:
+		return ledger.TxID{}, ErrClosed
+	case <-ctx.Done():
+		return ledger.TxID{}, ctx.Err()
+	}
+	select {
+	case r := <-req.reply:
+		return r.id, r.err
+	case <-e.done:
+		// The sequencer may have answered just before stopping.
+		select {
+		case r := <-req.reply:
+			return r.id, r.err
+		default:
+			return ledger.TxID{}, ErrClosed
+		}
+	}
+}
+
+// Current returns the id of the last transaction in this node's log.
+func (e *Engine) Current() ledger.TxID {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return ledger.TxID{View: e.termOfLocked(e.lastIndex), Seqno: e.lastIndex}
+}
+
+// CommittedID returns the id of the last committed signature transaction;
+// every transaction up to it is committed.
+func (e *Engine) CommittedID() ledger.TxID {
+	c := e.committed.Load()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return ledger.TxID{View: e.termOfLocked(c), Seqno: c}
+}
+
+// View is the current raft term.
+func (e *Engine) View() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.view
+}
+
+// IsPrimary reports whether this node is the raft leader.
+func (e *Engine) IsPrimary() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.leader
+}
+
+// termOfLocked returns the term of the entry at index, 0 if none.
+func (e *Engine) termOfLocked(index uint64) uint64 {
+	if index == 0 || index > e.lastIndex {
+		return 0
+	}
+	lo, hi := 0, len(e.terms)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if e.terms[mid].index <= index {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == 0 {
+		return 0
+	}
+	return e.terms[lo-1].term
+}
+
+// Status reports what this node knows of the transaction id.
+func (e *Engine) Status(id ledger.TxID) Status {
+	committed := e.committed.Load()
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if id.Seqno == 0 {
+		return StatusUnknown
+	}
+	if id.Seqno > e.lastIndex {
+		// A primary holds every entry of its view and earlier ones that
+		// survived; an id of an earlier view beyond its log is gone.
+		if e.leader && id.View < e.view {
+			return StatusInvalid
+		}
+		return StatusUnknown
+	}
+	t := e.termOfLocked(id.Seqno)
+	switch {
+	case t == id.View && id.Seqno <= committed:
+		return StatusCommitted
+	case t == id.View:
+		return StatusPending
+	case id.View < t || id.Seqno <= committed:
+		return StatusInvalid
+	default:
+		// A later view than the entry we hold: not seen yet.
+		return StatusUnknown
+	}
+}
+
+// WaitCommitted blocks until the transaction is committed, becomes invalid,
+// or ctx ends.
+func (e *Engine) WaitCommitted(ctx context.Context, id ledger.TxID) error {
+	for {
+		e.commitMu.Lock()
+		wake := e.commitWake
+		e.commitMu.Unlock()
+		switch e.Status(id) {
+		case StatusCommitted:
+			return nil
+		case StatusInvalid:
+			return fmt.Errorf("%s: %w", id, ErrInvalid)
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.done:
+			return ErrClosed
+		}
+	}
+}
+
+func (e *Engine) setCommitted(seqno uint64) {
+	if seqno <= e.committed.Load() {
+		return
+	}
+	e.committed.Store(seqno)
+	e.commitMu.Lock()
+	close(e.commitWake)
+	e.commitWake = make(chan struct{})
+	e.commitMu.Unlock()
+}

@@ -1,0 +1,537 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"crypto/ecdsa"
+	"github.com/parleyhq/parley/internal/kv"
+	"github.com/parleyhq/parley/internal/ledger"
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// Metrics counts what the sequencer did; read with atomic loads.
+type Metrics struct {
+	Transactions atomic.Uint64 // transactions sequenced by this node
+	Signatures   atomic.Uint64 // signature transactions emitted
+	Conflicts    atomic.Uint64 // transactions refused with kv.ErrConflict
+	Syncs        atomic.Uint64 // fsync batches
+	Entries      atomic.Uint64 // entries persisted
+}
+
+// Metrics returns the engine's counters.
+func (e *Engine) Metrics() *Metrics { return &e.metrics }
+
+const maxBatch = 4096
+
+// sequencer state, owned by the run goroutine.
+type seqState struct {
+	sinceSig int       // transactions since the last signature
+	firstTx  time.Time // when the oldest unsigned transaction was sequenced
+	own      []pb.Entry
+	buf      []byte
+}
+
+func (e *Engine) run() {
+	defer close(e.done)
+	defer e.failPending()
+	tick := time.NewTicker(e.cfg.TickInterval)
+	defer tick.Stop()
+	sigTick := time.NewTicker(e.cfg.SignatureInterval)
+	defer sigTick.Stop()
+	var st seqState
+	if e.singleVoter() {
+		if err := e.rn.Campaign(); err != nil {
+			e.fail(fmt.Errorf("campaign: %w", err))
+			return
+		}
+	}
+	batch := make([]*request, 0, maxBatch)
+	for {
+		if err := e.drainReady(&st); err != nil {
+			e.fail(err)
+			return
+		}
+		batch = batch[:0]
+		select {
+		case <-e.stop:
+			return
+		case <-tick.C:
+			e.rn.Tick()
+			continue
+		case <-sigTick.C:
+			if st.sinceSig > 0 && e.cfg.testOnlyNow().Sub(st.firstTx) >= e.cfg.SignatureInterval/2 {
+				if err := e.sequence(&st, nil, true); err != nil {
+					e.fail(err)
+					return
+				}
+			}
+			continue
+		case r := <-e.submit:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-e.submit:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		if err := e.sequence(&st, batch, false); err != nil {
+			e.fail(err)
+			return
+		}
+	}
+}
+
+func (e *Engine) singleVoter() bool {
+	return len(e.rlog.cs.Voters) == 1 && e.rlog.cs.Voters[0] == e.cfg.RaftID
+}
+
+func (e *Engine) fail(err error) {
+	e.runErr = err
+	e.logger.Error("ledger engine stopped", slog.Any("error", err))
+}
+
+// failPending answers every queued request once the loop has stopped.
+func (e *Engine) failPending() {
+	for {
+		select {
+		case r := <-e.submit:
+			r.reply <- result{err: ErrClosed}
+		default:
+			return
+		}
+	}
+}
+
+// sequence turns a batch of transactions (and, when due, a signature) into
+// entries and proposes them to raft in one message.
+func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
+	bs := e.rn.BasicStatus()
+	if bs.RaftState != raft.StateLeader || bs.LeadTransferee != raft.None {
+		for _, r := range batch {
+			r.reply <- result{err: ErrNotLeader}
+		}
+		return nil
+	}
+	view := bs.Term
+	e.mu.Lock()
+	start := e.lastIndex
+	next := start + 1
+	ents := make([]pb.Entry, 0, len(batch)+1)
+	replies := make([]result, len(batch))
+	var applied []*kv.WriteSet
+	if e.cfg.Observer != nil {
+		applied = make([]*kv.WriteSet, len(batch))
+	}
+	var seqErr error
+	for i, r := range batch {
+		if err := e.store.Commit(r.tx, kv.Version(next)); err != nil {
+			if errors.Is(err, kv.ErrConflict) {
+				e.metrics.Conflicts.Add(1)
+			}
+			replies[i].err = err
+			continue
+		}
+		id := ledger.TxID{View: view, Seqno: next}
+		ws := r.tx.WriteSet()
+		payload, err := e.seal(st, id, ws, r.claims)
+		if err != nil {
+			// Nothing was proposed for this seqno: undo the store.
+			e.mustRollbackStore(next - 1)
+			replies[i].err = err
+			continue
+		}
+		ents = append(ents, pb.Entry{Term: view, Index: next, Type: pb.EntryNormal, Data: payload})
+		replies[i].id = id
+		if applied != nil {
+			applied[i] = ws
+		}
+		next++
+		if st.sinceSig == 0 {
+			st.firstTx = e.cfg.testOnlyNow()
+		}
+		st.sinceSig++
+	}
+	if st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount) {
+		payload, err := e.signature(st, view, next)
+		if err != nil {
+			seqErr = err
+		} else {
+			ents = append(ents, pb.Entry{Term: view, Index: next, Type: pb.EntryNormal, Data: payload})
+			next++
+			st.sinceSig = 0
+		}
+	}
+	if len(ents) > 0 {
+		e.lastIndex = next - 1
+		e.noteTermLocked(view, start+1)
+	}
+	e.mu.Unlock()
+	if len(ents) > 0 {
+		if err := e.rn.Step(pb.Message{Type: pb.MsgProp, From: e.cfg.RaftID, Entries: ents}); err != nil {
+			// Raft did not take the entries: forget them everywhere.
+			e.rollbackTo(start)
+			st.sinceSig = 0
+			for i := range replies {
+				if replies[i].err == nil {
+					replies[i] = result{err: fmt.Errorf("propose: %w", err)}
+				}
+			}
+		} else {
+			st.own = append(st.own, ents...)
+			e.metrics.Transactions.Add(uint64(len(batch)))
+			if applied != nil {
+				for i := range batch {
+					if replies[i].err == nil {
+						e.cfg.Observer.Applied(replies[i].id, ledger.KindTx, applied[i])
+					}
+				}
+			}
+		}
+	}
+	for i, r := range batch {
+		r.reply <- replies[i]
+	}
+	return seqErr
+}
+
+// seal builds the payload of a transaction, appends its leaf to the tree and
+// records it if it is a signature. Called with e.mu held.
+func (e *Engine) seal(st *seqState, id ledger.TxID, ws *kv.WriteSet, claims [32]byte) ([]byte, error) {
+	pub, priv := ws.Split()
+	var err error
+	tx := ledger.Tx{ID: id, Kind: ledger.KindTx, Claims: claims}
+	if tx.Public, err = pub.MarshalBinary(); err != nil {
+		return nil, fmt.Errorf("encode public write set: %w", err)
+	}
+	if !priv.Empty() {
+		if tx.Private, err = priv.MarshalBinary(); err != nil {
+			return nil, fmt.Errorf("encode private write set: %w", err)
+		}
+	}
+	if len(tx.Public)+len(tx.Private) > MaxTxSize {
+		return nil, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(tx.Public)+len(tx.Private))
+	}
+	payload, leaf, err := e.cfg.Secret.Seal(nil, &tx)
+	if err != nil {
+		return nil, err
+	}
+	e.tree.Append(leaf)
+	return payload, nil
+}
+
+// signature builds the signature transaction at seqno, signing the root of
+// every leaf before it. Called with e.mu held.
+func (e *Engine) signature(st *seqState, view, seqno uint64) ([]byte, error) {
+	if e.tree.Size() != seqno-1 {
+		panic(fmt.Sprintf("engine: tree has %d leaves before signature at %d", e.tree.Size(), seqno))
+	}
+	root := e.tree.Root()
+	sig, err := ecdsa.SignASN1(rand.Reader, e.cfg.NodeKey, root[:])
+	if err != nil {
+		return nil, fmt.Errorf("sign root: %w", err)
+	}
+	commit := e.committed.Load()
+	s := &ledger.Signature{
+		NodeID:      e.nodeID,
+		View:        view,
+		Seqno:       seqno,
+		CommitView:  e.termOfLocked(commit),
+		CommitSeqno: commit,
+		Root:        hex.EncodeToString(root[:]),
+		Sig:         sig,
+		Cert:        e.nodeCert,
+	}
+	value, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encode signature: %w", err)
+	}
+	ws := &kv.WriteSet{Maps: []kv.MapWrites{{Map: ledger.SignaturesMap, Writes: []kv.Write{{Key: ledger.SignatureKey, Value: value}}}}}
+	if err := e.store.Apply(ws, kv.Version(seqno)); err != nil {
+		return nil, fmt.Errorf("apply signature: %w", err)
+	}
+	pub, err := ws.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("encode signature write set: %w", err)
+	}
+	payload, leaf, err := e.cfg.Secret.Seal(nil, &ledger.Tx{ID: ledger.TxID{View: view, Seqno: seqno}, Kind: ledger.KindSignature, Public: pub})
+	if err != nil {
+		e.mustRollbackStore(seqno - 1)
+		return nil, err
+	}
+	e.tree.Append(leaf)
+	e.sigs = append(e.sigs, seqno)
+	e.cacheSignatureLocked(s)
+	e.metrics.Signatures.Add(1)
+	return payload, nil
+}
+
+func (e *Engine) cacheSignatureLocked(s *ledger.Signature) {
+	if len(e.sigCache) >= 256 {
+		clear(e.sigCache)
+	}
+	e.sigCache[s.Seqno] = s
+}
+
+// mustRollbackStore undoes the store's writes after index. Only
+// uncommitted entries are ever rolled back, so failure is a broken invariant.
+func (e *Engine) mustRollbackStore(index uint64) {
+	if err := e.store.Rollback(kv.Version(index)); err != nil {
+		panic(fmt.Sprintf("engine: %v", err))
+	}
+}
+
+// noteTermLocked records that entries from index on are in term.
+func (e *Engine) noteTermLocked(term, index uint64) {
+	if n := len(e.terms); n > 0 && e.terms[n-1].term == term {
+		return
+	}
+	e.terms = append(e.terms, termStart{term: term, index: index})
+}
+
+// rollbackTo forgets every entry after index in the store, the tree and the
+// signature list. The files are truncated by raft's own overwrite.
+func (e *Engine) rollbackTo(index uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.mustRollbackStore(index)
+	if err := e.tree.Truncate(index); err != nil {
+		panic(fmt.Sprintf("engine: truncate tree to %d: %v", index, err))
+	}
+	for len(e.sigs) > 0 && e.sigs[len(e.sigs)-1] > index {
+		delete(e.sigCache, e.sigs[len(e.sigs)-1])
+		e.sigs = e.sigs[:len(e.sigs)-1]
+	}
+	for len(e.terms) > 0 && e.terms[len(e.terms)-1].index > index {
+		e.terms = e.terms[:len(e.terms)-1]
+	}
+	e.lastIndex = index
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.RolledBack(index)
+	}
+}
+
+// drainReady handles every Ready raft has: persist entries (one fsync for
+// all), save the hard state when term or vote changed, advance commit.
+func (e *Engine) drainReady(st *seqState) error {
+	for e.rn.HasReady() {
+		rd := e.rn.Ready()
+		if err := e.handleReady(st, &rd); err != nil {
+			return err
+		}
+		e.rn.Advance(rd)
+	}
+	return nil
+}
+
+func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
+	if rd.SoftState != nil {
+		e.mu.Lock()
+		wasLeader := e.leader
+		e.leader = rd.SoftState.RaftState == raft.StateLeader
+		e.mu.Unlock()
+		if wasLeader != e.leader {
+			e.logger.Info("raft role changed", slog.Bool("primary", e.leader), slog.Uint64("view", e.rn.BasicStatus().Term))
+		}
+	}
+	if len(rd.Entries) > 0 {
+		if err := e.learn(st, rd.Entries); err != nil {
+			return err
+		}
+		if err := e.rlog.append(rd.Entries); err != nil {
+			return err
+		}
+		if err := e.log.Sync(); err != nil {
+			return fmt.Errorf("sync ledger: %w", err)
+		}
+		e.metrics.Syncs.Add(1)
+		e.metrics.Entries.Add(uint64(len(rd.Entries)))
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		e.mu.Lock()
+		e.view = rd.HardState.Term
+		e.mu.Unlock()
+		old := e.rlog.hs
+		e.rlog.hs = rd.HardState
+		if rd.HardState.Term != old.Term || rd.HardState.Vote != old.Vote {
+			if err := e.log.SetHardState(rd.HardState); err != nil {
+				return fmt.Errorf("save raft state: %w", err)
+			}
+		}
+	}
+	if n := len(rd.CommittedEntries); n > 0 {
+		e.advanceCommit(rd.CommittedEntries[n-1].Index)
+	}
+	return nil
+}
+
+// learn applies entries this node did not sequence itself (raft's no-op
+// entries, and everything a backup receives), rolling back an overwritten
+// suffix first.
+func (e *Engine) learn(st *seqState, ents []pb.Entry) error {
+	for _, ent := range ents {
+		if len(st.own) > 0 {
+			own := st.own[0]
+			if own.Index == ent.Index && own.Term == ent.Term {
+				st.own = st.own[1:]
+				continue
+			}
+			st.own = nil // raft replaced what we proposed
+		}
+		e.mu.RLock()
+		last := e.lastIndex
+		e.mu.RUnlock()
+		if ent.Index <= last {
+			e.logger.Warn("rolling back uncommitted entries", slog.Uint64("from", ent.Index), slog.Uint64("to", last))
+			e.rollbackTo(ent.Index - 1)
+		}
+		if err := e.applyEntry(ent.Term, ent.Index, ent.Data); err != nil {
+			return err
+		}
+	}
+	if len(st.own) == 0 {
+		st.own = nil
+	}
+	return nil
+}
+
+// applyEntry adds one entry written elsewhere to the store and the tree.
+func (e *Engine) applyEntry(term, index uint64, payload []byte) error {
+	p, err := ledger.Parse(payload)
+	if err != nil {
+		return fmt.Errorf("entry %d.%d: %w", term, index, err)
+	}
+	id := ledger.TxID{View: term, Seqno: index}
+	var sig *ledger.Signature
+	ws := &kv.WriteSet{}
+	if p.Kind != ledger.KindNoop {
+		private, err := e.cfg.Secret.Open(&p, id)
+		if err != nil {
+			return fmt.Errorf("entry %s: %w", id, err)
+		}
+		if ws, err = decodeWriteSets(p.Public, private); err != nil {
+			return fmt.Errorf("entry %s: %w", id, err)
+		}
+		if p.Kind == ledger.KindSignature {
+			if sig, err = signatureOf(ws); err != nil {
+				return fmt.Errorf("entry %s: %w", id, err)
+			}
+		}
+		if !ws.Empty() {
+			if err := e.store.Apply(ws, kv.Version(index)); err != nil {
+				return fmt.Errorf("entry %s: apply: %w", id, err)
+			}
+		}
+	}
+	e.mu.Lock()
+	if e.tree.Size() != index-1 {
+		e.mu.Unlock()
+		return fmt.Errorf("entry %s: tree has %d leaves, want %d", id, e.tree.Size(), index-1)
+	}
+	e.tree.Append(p.Leaf())
+	if sig != nil {
+		e.sigs = append(e.sigs, index)
+		e.cacheSignatureLocked(sig)
+	}
+	e.noteTermLocked(term, index)
+	e.lastIndex = index
+	e.mu.Unlock()
+	if e.cfg.Observer != nil && p.Kind != ledger.KindSignature {
+		e.cfg.Observer.Applied(id, p.Kind, ws)
+	}
+	return nil
+}
+
+func decodeWriteSets(public, private []byte) (*kv.WriteSet, error) {
+	var pub kv.WriteSet
+	if err := pub.UnmarshalBinary(public); err != nil {
+		return nil, fmt.Errorf("public write set: %w", err)
+	}
+	if len(private) == 0 {
+		return &pub, nil
+	}
+	var priv kv.WriteSet
+	if err := priv.UnmarshalBinary(private); err != nil {
+		return nil, fmt.Errorf("private write set: %w", err)
+	}
+	return kv.Merge(&pub, &priv), nil
+}
+
+func signatureOf(ws *kv.WriteSet) (*ledger.Signature, error) {
+	for _, m := range ws.Maps {
+		if m.Map != ledger.SignaturesMap {
+			continue
+		}
+		for _, w := range m.Writes {
+			if w.Key == ledger.SignatureKey && !w.Deleted {
+				return ledger.ParseSignature(w.Value)
+			}
+		}
+	}
+	return nil, errors.New("signature transaction without a signature")
+}
+
+// advanceCommit moves the committed watermark to the last signature at or
+// below raft's commit index.
+func (e *Engine) advanceCommit(raftCommit uint64) {
+	e.mu.RLock()
+	var c uint64
+	lo, hi := 0, len(e.sigs)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if e.sigs[mid] <= raftCommit {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo > 0 {
+		c = e.sigs[lo-1]
+	}
+	e.mu.RUnlock()
+	e.rlog.forget(raftCommit)
+	if c <= e.committed.Load() {
+		return
+	}
+	e.store.Compact(kv.Version(c))
+	if err := e.log.MarkCommitted(c); err != nil {
+		e.logger.Warn("mark chunks committed", slog.Uint64("seqno", c), slog.Any("error", err))
+	}
+	e.setCommitted(c)
+}
+
+// replay rebuilds the store and the tree from the ledger files.
+func (e *Engine) replay() error {
+	first, last := e.log.FirstIndex(), e.log.LastIndex()
+	for lo := first; lo <= last; {
+		ents, err := e.log.Entries(lo, last+1, 64<<20)
+		if err != nil {
+			return fmt.Errorf("replay from %d: %w", lo, err)
+		}
+		for _, ent := range ents {
+			if err := e.applyEntry(ent.Term, ent.Index, ent.Data); err != nil {
+				return fmt.Errorf("replay: %w", err)
+			}
+		}
+		lo += uint64(len(ents))
+	}
+	if last >= first {
+		e.logger.Info("ledger replayed", slog.Uint64("entries", last-first+1), slog.Uint64("last", last))
+	}
+	return nil
+}
+
+func isSignature(payload []byte) bool {
+	return len(payload) > 1 && ledger.Kind(payload[1]) == ledger.KindSignature
+}

@@ -1,0 +1,204 @@
+// Package verify checks a whole ledger directory offline, with nothing but
+// the service certificate: every frame and chunk is in place, every entry
+// re-hashes to its leaf, the Merkle tree rebuilt from the leaves has at each
+// signature transaction the root that transaction signed, and every signing
+// node certificate is endorsed by the service. It is what an auditor runs;
+// it needs no ledger secret, so it checks the structure and signatures of
+// private entries but not their plaintext.
+package verify
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"crypto/x509"
+	"github.com/parleyhq/parley/internal/kv"
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/merkle"
+	"github.com/parleyhq/parley/internal/receipt"
+	"github.com/parleyhq/parley/internal/storage"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+// Error describes the first problem found. Chunk is the chunk file it is in
+// when known; TxID is zero when the problem is not in one transaction.
+type Error struct {
+	Chunk string
+	TxID  ledger.TxID
+	Err   error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.TxID.Seqno != 0 && e.Chunk != "":
+		return fmt.Sprintf("transaction %s (chunk %s): %v", e.TxID, e.Chunk, e.Err)
+	case e.TxID.Seqno != 0:
+		return fmt.Sprintf("transaction %s: %v", e.TxID, e.Err)
+	case e.Chunk != "":
+		return fmt.Sprintf("chunk %s: %v", e.Chunk, e.Err)
+	}
+	return e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Report summarises a ledger that verified.
+type Report struct {
+	Entries      uint64      // entries checked
+	Signatures   uint64      // signature transactions checked
+	Chunks       int         // chunk files
+	Bytes        int64       // bytes of chunk files
+	LastSigned   ledger.TxID // the last signature transaction
+	UnsignedTail uint64      // entries after the last signature (not yet covered)
+	Root         string      // hex root signed by the last signature
+}
+
+// Options tune a verification run.
+type Options struct {
+	// ServiceEndorsements are earlier service certificates' endorsements of
+	// later ones, oldest first (after disaster recovery).
+	ServiceEndorsements []string
+	// Progress, when set, is called with the bytes of chunk files done so
+	// far and the total.
+	Progress func(done, total int64)
+}
+
+// Ledger verifies the ledger directory dir against the service certificate.
+// It returns a *Error for the first problem.
+func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options) (*Report, error) {
+	v := &verifier{service: serviceCert, opts: opts, endorsed: map[string]bool{}}
+	total, err := totalSize(fsys, dir)
+	if err != nil {
+		return nil, &Error{Err: err}
+	}
+	var done int64
+	var chunk storage.ChunkInfo
+	var chunkHasEntries bool
+	finishChunk := func() error {
+		if chunkHasEntries && chunk.Complete && v.lastKind != ledger.KindSignature {
+			return &Error{Chunk: chunk.Name, Err: errors.New("complete chunk does not end with a signature transaction")}
+		}
+		done += chunk.Size
+		if opts.Progress != nil {
+			opts.Progress(done, total)
+		}
+		return nil
+	}
+	err = storage.Scan(fsys, dir, func(c storage.ChunkInfo, e storage.Entry) error {
+		if c.Name != chunk.Name {
+			if chunk.Name != "" {
+				if err := finishChunk(); err != nil {
+					return err
+				}
+			}
+			chunk = c
+			v.report.Chunks++
+			chunkHasEntries = false
+		}
+		chunkHasEntries = true
+		id := ledger.TxID{View: e.Term, Seqno: e.Index}
+		if err := v.entry(e); err != nil {
+			return &Error{Chunk: c.Name, TxID: id, Err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		var ve *Error
+		if errors.As(err, &ve) {
+			return nil, ve
+		}
+		return nil, &Error{Err: err}
+	}
+	if chunk.Name != "" {
+		if err := finishChunk(); err != nil {
+			return nil, err
+		}
+	}
+	v.report.Bytes = total
+	return &v.report, nil
+}
+
+func totalSize(fsys vfs.FS, dir string) (int64, error) {
+	var total int64
+	err := storage.ListChunks(fsys, dir, func(c storage.ChunkInfo) { total += c.Size })
+	return total, err
+}
+
+type verifier struct {
+	service  *x509.Certificate
+	opts     Options
+	tree     merkle.Tree
+	lastTerm uint64
+	lastKind ledger.Kind
+	endorsed map[string]bool // node certificate PEM → checked
+	report   Report
+}
+
+func (v *verifier) entry(e storage.Entry) error {
+	id := ledger.TxID{View: e.Term, Seqno: e.Index}
+	if e.Term < v.lastTerm {
+		return fmt.Errorf("view %d after view %d", e.Term, v.lastTerm)
+	}
+	v.lastTerm = e.Term
+	if e.Index != v.tree.Size()+1 {
+		return fmt.Errorf("seqno %d follows %d entries", e.Index, v.tree.Size())
+	}
+	p, err := ledger.Parse(e.Data)
+	if err != nil {
+		return err
+	}
+	if err := p.CheckNonce(id); err != nil {
+		return err
+	}
+	if (p.Kind == ledger.KindSignature) != e.Signature {
+		return errors.New("frame signature flag does not match the entry")
+	}
+	v.report.Entries++
+	v.lastKind = p.Kind
+	if p.Kind == ledger.KindSignature {
+		if err := v.signature(id, &p); err != nil {
+			return err
+		}
+	} else {
+		v.report.UnsignedTail++
+	}
+	v.tree.Append(p.Leaf())
+	return nil
+}
+
+func (v *verifier) signature(id ledger.TxID, p *ledger.Parsed) error {
+	var ws kv.WriteSet
+	if err := ws.UnmarshalBinary(p.Public); err != nil {
+		return fmt.Errorf("signature write set: %w", err)
+	}
+	if len(ws.Maps) != 1 || ws.Maps[0].Map != ledger.SignaturesMap || len(ws.Maps[0].Writes) != 1 ||
+		ws.Maps[0].Writes[0].Key != ledger.SignatureKey || ws.Maps[0].Writes[0].Deleted {
+		return errors.New("signature transaction writes something other than one signature")
+	}
+	if len(p.Sealed) != 16 {
+		return errors.New("signature transaction has private writes")
+	}
+	s, err := ledger.ParseSignature(ws.Maps[0].Writes[0].Value)
+	if err != nil {
+		return err
+	}
+	if s.Seqno != id.Seqno || s.View != id.View {
+		return fmt.Errorf("signature claims to be %d.%d", s.View, s.Seqno)
+	}
+	if s.CommitSeqno >= s.Seqno {
+		return fmt.Errorf("signature claims commit %d at or after itself", s.CommitSeqno)
+	}
+	root := v.tree.Root()
+	if s.Root != hex.EncodeToString(root[:]) {
+		return fmt.Errorf("signed root %s, but the entries before it hash to %x", s.Root, root)
+	}
+	if err := receipt.VerifySignedRoot(root, s.Sig, s.Cert, s.NodeID, v.opts.ServiceEndorsements, v.service, v.endorsed); err != nil {
+		return err
+	}
+	v.report.Signatures++
+	v.report.LastSigned = id
+	v.report.UnsignedTail = 0
+	v.report.Root = s.Root
+	return nil
+}
