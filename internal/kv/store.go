@@ -223,7 +223,7 @@ func (s *Store) writeLocked(ms *mapState, key string, value []byte, deleted bool
 		}
 		return
 	}
-	ms.entries[key] = entry{value: value, stamp: s.stamp}
+	ms.entries[key] = entry{value: value[:len(value):len(value)], stamp: s.stamp}
 }
 
 // Rollback undoes every write at a version above to, restoring exactly the
@@ -276,7 +276,16 @@ func (s *Store) Compact(committed Version) {
 	for i < len(s.undo) && s.undo[i].v <= committed {
 		i++
 	}
-	clear(s.undo[:i]) // drop references to overwritten values
+	if live := len(s.undo) - i; live <= i {
+		// Move the live records to the front, keeping the capacity, when
+		// that costs no more than the records dropped: no allocation in
+		// the steady state.
+		copy(s.undo, s.undo[i:])
+		clear(s.undo[live:]) // drop references to overwritten values
+		s.undo = s.undo[:live]
+		return
+	}
+	clear(s.undo[:i])
 	s.undo = s.undo[i:]
 }
 

@@ -96,6 +96,18 @@ func TestGetPutDelete(t *testing.T) {
 			t.Errorf("after commit: Get(%q, %q) = %q, want %q", tt.m, tt.key, got, tt.want)
 		}
 	}
+	// Appending to a returned value must not write into the store's copy.
+	if v, _ := after.Get("m", "a"); cap(v) != len(v) {
+		t.Errorf("Get returned a slice with cap %d > len %d", cap(v), len(v))
+	}
+	applied := NewStore()
+	roomy := make([]byte, 1, 64)
+	if err := applied.Apply(&WriteSet{Maps: []MapWrites{{Map: "m", Writes: []Write{{Key: "k", Value: roomy}}}}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := applied.Begin().Get("m", "k"); cap(v) != len(v) {
+		t.Errorf("Get after Apply returned a slice with cap %d > len %d", cap(v), len(v))
+	}
 }
 
 func TestOwnWritesOverride(t *testing.T) {
@@ -734,5 +746,31 @@ func TestSnapshotSkipsEmptyMaps(t *testing.T) {
 	ws, v := s.Snapshot()
 	if !ws.Empty() || v != 2 {
 		t.Errorf("Snapshot() = %+v at %d, want empty at 2", ws, v)
+	}
+}
+
+// TestRollbackRestoresValidity checks that rolling back a write makes reads
+// taken before it valid again, since the state is exactly what they saw.
+func TestRollbackRestoresValidity(t *testing.T) {
+	s := NewStore()
+	put(t, s, "m", "k", "v1") // version 1
+	tx := s.Begin()
+	tx.Get("m", "k")
+	tx.Get("m", "absent")
+	tx.Foreach("m", func(string, []byte) bool { return true })
+	tx.Put("out", "k", []byte("v"))
+
+	w := s.Begin()
+	w.Put("m", "k", []byte("v2"))
+	w.Put("m", "absent", []byte("now here"))
+	mustCommit(t, s, w) // version 2
+	if err := s.Validate(tx); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Validate after a conflicting commit = %v, want %v", err, ErrConflict)
+	}
+	if err := s.Rollback(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(tx, 2); err != nil {
+		t.Errorf("Commit after the conflicting write was rolled back = %v, want nil", err)
 	}
 }

@@ -52,7 +52,8 @@ type txWrite struct {
 
 // Get returns the value of key in map m, as written earlier by tx or else as
 // currently in the store, and whether it is present. The caller MUST NOT
-// modify the returned slice. Unless tx itself wrote the key, Get records the
+// modify the returned slice; appending to it is safe, as its capacity is its
+// length. Unless tx itself wrote the key, Get records the
 // read, so that Commit fails if the key has changed by then (including an
 // absent key being created).
 func (tx *Tx) Get(m, key string) (value []byte, ok bool) {
@@ -125,7 +126,9 @@ func (tx *Tx) Put(m, key string, value []byte) {
 		tx.setErr(fmt.Errorf("put in map %.64q: value length %d exceeds %d: %w", m, len(value), MaxValueLen, ErrInvalidWrite))
 		return
 	}
-	tx.write(m, key, append([]byte{}, value...), false)
+	v := make([]byte, len(value)) // cap == len: appending to a Get result never writes into it
+	copy(v, value)
+	tx.write(m, key, v, false)
 }
 
 // Delete removes key from map m. Deleting an absent key is a write all the
