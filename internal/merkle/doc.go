@@ -36,8 +36,9 @@
 // [n01 n23] and [n03]. Appending costs one hash amortised; the root, audit
 // path and consistency proof of any prefix of the tree combine O(log n) stored
 // hashes without recomputing subtrees. The levels take about 64 bytes per leaf
-// (32 for the leaf, 32 for all the levels above it together), plus the slack
-// of slice growth.
+// (32 for the leaf, 32 for all the levels above it together), stored in
+// fixed chunks so that growth never copies: 100 million transactions take
+// about 6.4 GB.
 //
 // # Consistency proofs
 //

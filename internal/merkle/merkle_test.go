@@ -527,3 +527,39 @@ func TestVerifyConsistencyHugeSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncateLarge rolls back and regrows a tree across the boundaries of
+// the package's internal storage chunks (4096 hashes) and checks every root
+// against a tree built without rollback.
+func TestTruncateLarge(t *testing.T) {
+	const max = 3*4096 + 100
+	a, b := leaves(max, 9), leaves(max, 10)
+	tr := build(a)
+	for _, s := range []int{max - 1, 3 * 4096, 3*4096 - 1, 2*4096 + 1, 8192, 4097, 4096, 4095, 2048, 1, 0, 12000} {
+		if err := tr.Truncate(uint64(s)); err != nil {
+			t.Fatalf("Truncate(%d): %v", s, err)
+		}
+		for _, l := range b[s:] {
+			tr.Append(l)
+		}
+		spliced := append(slices.Clone(a[:s]), b[s:]...)
+		want := build(spliced)
+		for n := uint64(1); n <= max; n++ {
+			got, _ := tr.RootAt(n)
+			w, _ := want.RootAt(n)
+			if got != w {
+				t.Fatalf("RootAt(%d) after Truncate(%d) and regrowth = %x, want %x", n, s, got, w)
+			}
+		}
+		for i := range uint64(max) {
+			if got, _ := tr.Leaf(i); got != spliced[i] {
+				t.Fatalf("Leaf(%d) after Truncate(%d) and regrowth = %x", i, s, got)
+			}
+		}
+		a = spliced
+		b = leaves(max, uint64(s)+11)
+	}
+	if got, want := tr.Root(), refRoot(a); got != want {
+		t.Fatalf("Root() after all rollbacks = %x, want %x", got, want)
+	}
+}

@@ -53,54 +53,81 @@ func RootFromPath(leaf Hash, path []Step) Hash {
 // suffix with [Tree.Truncate]. The zero value is an empty tree, ready to use.
 // A Tree is not safe for concurrent use.
 type Tree struct {
-	// levels[k][i] is the root of the complete subtree of leaves
-	// [i·2^k, (i+1)·2^k); len(levels[k]) == Size()>>k for every k.
-	levels [][]Hash
+	size uint64
+	// levels[k] holds the roots of the complete subtrees of 2^k leaves, in
+	// order: entry i covers leaves [i·2^k, (i+1)·2^k) and there are size>>k
+	// of them. They are stored in chunks of chunkLen hashes, all full but
+	// the last, so that growing never copies and never needs twice the
+	// memory. Chunks past the last one may linger in the backing array
+	// after Truncate; Append reuses them.
+	levels [][][]Hash
+}
+
+const (
+	chunkBits = 12
+	chunkLen  = 1 << chunkBits // 128 KiB of hashes
+)
+
+// at returns entry i of level k.
+func (t *Tree) at(k int, i uint64) Hash {
+	return t.levels[k][i>>chunkBits][i&(chunkLen-1)]
+}
+
+// push appends h to level k.
+func (t *Tree) push(k int, h Hash) {
+	if k == len(t.levels) {
+		t.levels = append(t.levels, nil)
+	}
+	l := t.levels[k]
+	if len(l) == 0 || len(l[len(l)-1]) == chunkLen {
+		// Reuse a chunk that Truncate left in the spare capacity, if any.
+		if len(l) < cap(l) {
+			l = l[:len(l)+1]
+		} else {
+			l = append(l, nil)
+		}
+		c := l[len(l)-1][:0]
+		if cap(c) == 0 && len(l) > 1 {
+			c = make([]Hash, 0, chunkLen)
+		}
+		// The first chunk grows by append, so small trees stay small.
+		l[len(l)-1] = c
+	}
+	l[len(l)-1] = append(l[len(l)-1], h)
+	t.levels[k] = l
 }
 
 // Append adds leaf as the last leaf of the tree. It hashes once amortised and
-// allocates only when a level's slice grows.
+// allocates once per chunkLen entries of a level (about one allocation per
+// 2000 leaves), never copying stored hashes.
 func (t *Tree) Append(leaf Hash) {
-	if len(t.levels) == 0 {
-		t.levels = append(t.levels, nil)
-	}
-	t.levels[0] = append(t.levels[0], leaf)
-	// Each trailing one bit of the new size closes a complete subtree.
-	n := uint64(len(t.levels[0]))
-	for k := 0; n&1 == 0; k++ {
-		l := t.levels[k]
-		h := HashChildren(l[len(l)-2], l[len(l)-1])
-		if k+1 == len(t.levels) {
-			t.levels = append(t.levels, nil)
-		}
-		t.levels[k+1] = append(t.levels[k+1], h)
-		n >>= 1
+	t.push(0, leaf)
+	t.size++
+	// Each trailing zero bit of the new size closes a complete subtree.
+	for k := 0; t.size>>k&1 == 0; k++ {
+		n := t.size >> k
+		t.push(k+1, HashChildren(t.at(k, n-2), t.at(k, n-1)))
 	}
 }
 
 // Size returns the number of leaves.
-func (t *Tree) Size() uint64 {
-	if len(t.levels) == 0 {
-		return 0
-	}
-	return uint64(len(t.levels[0]))
-}
+func (t *Tree) Size() uint64 { return t.size }
 
 // Leaf returns the leaf at index, which must be below [Tree.Size].
 func (t *Tree) Leaf(index uint64) (Hash, error) {
-	if index >= t.Size() {
-		return Hash{}, fmt.Errorf("leaf %d of tree size %d: %w", index, t.Size(), ErrRange)
+	if index >= t.size {
+		return Hash{}, fmt.Errorf("leaf %d of tree size %d: %w", index, t.size, ErrRange)
 	}
-	return t.levels[0][index], nil
+	return t.at(0, index), nil
 }
 
 // Root returns the root of the whole tree. The root of an empty tree is the
 // zero Hash, which no non-empty tree has (barring a SHA-256 preimage).
 func (t *Tree) Root() Hash {
-	if t.Size() == 0 {
+	if t.size == 0 {
 		return Hash{}
 	}
-	return t.rangeRoot(0, t.Size())
+	return t.rangeRoot(0, t.size)
 }
 
 // RootAt returns the root of the tree of the first size leaves, with size in
@@ -156,12 +183,21 @@ func (t *Tree) Path(index, size uint64) ([]Step, error) {
 // Size(); Truncate(0) empties the tree. The memory of the forgotten leaves is
 // kept for reuse by later appends.
 func (t *Tree) Truncate(size uint64) error {
-	if size > t.Size() {
-		return fmt.Errorf("truncate to %d of tree size %d: %w", size, t.Size(), ErrRange)
+	if size > t.size {
+		return fmt.Errorf("truncate to %d of tree size %d: %w", size, t.size, ErrRange)
 	}
-	for k := range t.levels {
-		t.levels[k] = t.levels[k][:size>>k]
+	for k, l := range t.levels {
+		n := size >> k
+		full, rest := n>>chunkBits, n&(chunkLen-1)
+		if rest == 0 {
+			l = l[:full]
+		} else {
+			l = l[:full+1]
+			l[full] = l[full][:rest]
+		}
+		t.levels[k] = l
 	}
+	t.size = size
 	return nil
 }
 
@@ -225,8 +261,8 @@ func consistencyLen(m, n uint64) int {
 
 // checkSize reports whether size names a non-empty prefix of the tree.
 func (t *Tree) checkSize(size uint64) error {
-	if size == 0 || size > t.Size() {
-		return fmt.Errorf("size %d of tree size %d: %w", size, t.Size(), ErrRange)
+	if size == 0 || size > t.size {
+		return fmt.Errorf("size %d of tree size %d: %w", size, t.size, ErrRange)
 	}
 	return nil
 }
@@ -240,11 +276,11 @@ func (t *Tree) rangeRoot(lo, hi uint64) Hash {
 	rest := hi - lo
 	k := bits.TrailingZeros64(rest)
 	end := hi - 1<<k
-	cur := t.levels[k][end>>k]
+	cur := t.at(k, end>>k)
 	for rest &^= 1 << k; rest != 0; rest &^= 1 << k {
 		k = bits.TrailingZeros64(rest)
 		end -= 1 << k
-		cur = HashChildren(t.levels[k][end>>k], cur)
+		cur = HashChildren(t.at(k, end>>k), cur)
 	}
 	return cur
 }
