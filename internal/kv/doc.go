@@ -48,9 +48,10 @@
 // index advances, or the undo log (which holds every overwritten value) grows
 // without bound.
 //
-// Rollback never makes a stale read valid again: stamps are never reused, so
-// a transaction that read a value written at version 5 conflicts if version 5
-// is rolled back and rewritten, even with the same version number.
+// Stamps are never reused, so a transaction that read a value written at
+// version 5 conflicts if version 5 is rolled back and rewritten, even with the
+// same version number; a read of a value that Rollback restores is valid
+// again.
 //
 // # Snapshots
 //
