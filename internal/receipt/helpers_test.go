@@ -3,13 +3,16 @@ package receipt
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"os"
 	"testing"
 	"time"
@@ -196,4 +199,42 @@ func clone(r *api.Receipt) *api.Receipt {
 	c.Proof = append([]api.ProofElement(nil), r.Proof...)
 	c.ServiceEndorsements = append([]string(nil), r.ServiceEndorsements...)
 	return &c
+}
+
+// naiveLedgerEntryV1 computes SHA-256(HMAC(k, collection) ‖ HMAC(k, contents))
+// the obvious way.
+func naiveLedgerEntryV1(key []byte, collection, contents string) [32]byte {
+	mac := func(s string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return m.Sum(nil)
+	}
+	return sha256.Sum256(append(mac(collection), mac(contents)...))
+}
+
+// notCAReceipt returns a receipt whose node certificate is issued by a
+// certificate that is not a CA, and that certificate.
+func notCAReceipt(t testing.TB) (*api.Receipt, *x509.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "not a CA"},
+		NotBefore:             time.Now(),
+		NotAfter:              time.Now().Add(time.Hour),
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &identity.Service{Cert: cert, CertDER: der, Key: key}
+	return signedReceipt(t, newNode(t, fake), 2, 0, [32]byte{}, nil), cert
 }

@@ -5,13 +5,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -141,22 +139,8 @@ func TestEndorsements(t *testing.T) {
 // TestSignerMustBeCA checks that a certificate that is not a CA cannot
 // endorse a node, even if its key signed the node certificate.
 func TestSignerMustBeCA(t *testing.T) {
-	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "not a CA"},
-		NotBefore:             time.Now(),
-		NotAfter:              time.Now().Add(time.Hour),
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	notCA, _ := x509.ParseCertificate(der)
-	fake := &identity.Service{Cert: notCA, CertDER: der, Key: key}
-	r := signedReceipt(t, newNode(t, fake), 2, 0, [32]byte{}, nil)
-	err = Verify(r, notCA)
+	r, notCA := notCAReceipt(t)
+	err := Verify(r, notCA)
 	if !errors.Is(err, ErrInvalidReceipt) || !strings.Contains(err.Error(), "not endorsed by the service certificate") {
 		t.Errorf("Verify = %v, want not endorsed by the service certificate", err)
 	}
