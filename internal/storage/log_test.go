@@ -590,7 +590,7 @@ func TestAppendAllocs(t *testing.T) {
 	defer l.Close()
 	batch := testEntries(1, 100, 1, 1000, 1024)
 	next := uint64(1)
-	allocs := testing.AllocsPerRun(50, func() {
+	allocs := testing.AllocsPerRun(20, func() {
 		for i := range batch {
 			batch[i].Index = next
 			next++

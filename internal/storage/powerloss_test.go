@@ -304,7 +304,7 @@ func TestPowerLossNeedsEverySync(t *testing.T) {
 	for site := siteNone + 1; site < numSyncSites; site++ {
 		t.Run(site.String(), func(t *testing.T) {
 			var firstErr error
-			for seed := range uint64(60) {
+			for seed := range uint64(20) {
 				if _, err := runPowerLoss(seed, site, 120); err != nil {
 					firstErr = err
 					break

@@ -174,6 +174,10 @@ func isTornTail(data []byte, off int) bool {
 // Unlike [Open], Scan does not forgive a torn tail: run it on a ledger that
 // was closed cleanly or opened (and so repaired) since its last crash.
 //
+// Scan cannot tell a ledger missing its first chunks from one started at a
+// later index (from a snapshot): a caller that knows the first seqno must
+// check the first ChunkInfo.Start.
+//
 // e.Data aliases a buffer that belongs to fn once passed. An error from fn
 // stops the scan and is returned as is.
 func Scan(fsys vfs.FS, dir string, fn func(c ChunkInfo, e Entry) error) error {
