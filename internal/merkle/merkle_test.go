@@ -293,6 +293,7 @@ func TestQuickLarge(t *testing.T) {
 // sizes up to 70: a single flipped bit anywhere in the proof or either root,
 // a truncated or extended proof.
 func TestVerifyConsistencyRejects(t *testing.T) {
+	t.Parallel()
 	const max = 70
 	d := leaves(max, 3)
 	tr := build(d)
@@ -313,7 +314,7 @@ func TestVerifyConsistencyRejects(t *testing.T) {
 			}
 			// Every bit for small trees, a spread of bits beyond.
 			bitsOf := func(j int) []int {
-				if n <= 24 {
+				if n <= 12 {
 					bs := make([]int, 256)
 					for i := range bs {
 						bs[i] = i
@@ -354,8 +355,9 @@ func TestVerifyConsistencyRejects(t *testing.T) {
 // exactly as the reference does, and that it rejects a sample of wrong
 // sizes that are structurally impossible.
 func TestVerifyConsistencyWrongSizes(t *testing.T) {
-	const max = 40
-	d := leaves(max+8, 4)
+	t.Parallel()
+	const max = 24
+	d := leaves(max, 4)
 	tr := build(d)
 	var accepted, rejected int
 	for n := uint64(1); n <= max; n++ {
