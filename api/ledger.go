@@ -164,3 +164,49 @@ type ConfidentialLedgerErrorBody struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// Parley extensions: not part of ACL, offered by Parley on request.
+
+// WaitCommitted is the value of the wait query parameter (or the
+// x-parley-wait header) that makes a write or a batch answer only once it
+// is committed, or once the server's wait timeout passes.
+const WaitCommitted = "committed"
+
+// WriteResult is the body of a POST /app/transactions with wait=committed:
+// ACL's [LedgerWriteResult] plus the transaction id, its state
+// ([TxCommitted], or [TxPending] if the wait timed out) and, once
+// committed, its receipt.
+type WriteResult struct {
+	CollectionID  string              `json:"collectionId"`
+	TransactionID string              `json:"transactionId,omitempty"`
+	State         string              `json:"state,omitempty"`
+	Receipt       *TransactionReceipt `json:"receipt,omitempty"`
+}
+
+// BatchRequest is the body of POST /app/transactions:batch: entries written
+// as separate transactions in one request. An entry without a collection
+// goes to the request's collectionId query parameter, or the default one.
+type BatchRequest struct {
+	Entries []BatchEntry `json:"entries"`
+}
+
+// BatchEntry is one entry of a [BatchRequest].
+type BatchEntry struct {
+	Contents     string   `json:"contents"`
+	CollectionID string   `json:"collectionId,omitempty"`
+	Tags         []string `json:"tags,omitempty"`
+}
+
+// BatchResponse answers a [BatchRequest], one result per entry in request
+// order. With wait=committed, State says whether every entry committed.
+type BatchResponse struct {
+	Results []BatchResult `json:"results"`
+	State   string        `json:"state,omitempty"`
+}
+
+// BatchResult is one entry's outcome: its transaction id, or an error.
+type BatchResult struct {
+	CollectionID  string                       `json:"collectionId"`
+	TransactionID string                       `json:"transactionId,omitempty"`
+	Error         *ConfidentialLedgerErrorBody `json:"error,omitempty"`
+}

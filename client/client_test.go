@@ -142,13 +142,40 @@ func (f *fakeLedger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.entries[len(f.entries)-1].TransactionID = id
 		w.Header().Set(api.TransactionIDHeader, id)
 		if f.waitExt && q.Get("wait") == "committed" {
-			writeJSON(w, map[string]any{
-				"collectionId": coll, "transactionId": id, "state": api.StateReady,
-				"receipt": api.Receipt{NodeID: "ab", Signature: "c2ln"},
+			writeJSON(w, api.WriteResult{
+				CollectionID: coll, TransactionID: id, State: api.TxCommitted,
+				Receipt: &api.TransactionReceipt{State: api.StateReady, TransactionID: id,
+					Receipt: &api.Receipt{NodeID: "ab", Signature: "c2ln"}},
 			})
 			return
 		}
 		writeJSON(w, api.LedgerWriteResult{CollectionID: coll})
+	case r.Method == http.MethodPost && path == "/app/transactions:batch":
+		var br api.BatchRequest
+		if err := json.NewDecoder(r.Body).Decode(&br); err != nil || len(br.Entries) == 0 {
+			writeErr(w, http.StatusBadRequest, "InvalidInput", "bad batch")
+			return
+		}
+		resp := api.BatchResponse{}
+		for _, e := range br.Entries {
+			c := e.CollectionID
+			if c == "" {
+				c = coll
+			}
+			if len(e.Contents) > f.maxEntry {
+				resp.Results = append(resp.Results, api.BatchResult{CollectionID: c,
+					Error: &api.ConfidentialLedgerErrorBody{Code: "EntrySizeCapacityExceeded", Message: "too big"}})
+				continue
+			}
+			id := "2." + strconv.Itoa(len(f.entries)+1)
+			f.entries = append(f.entries, api.LedgerEntry{Contents: e.Contents, CollectionID: c, TransactionID: id})
+			f.tags = append(f.tags, e.Tags)
+			resp.Results = append(resp.Results, api.BatchResult{CollectionID: c, TransactionID: id})
+		}
+		if f.waitExt && q.Get("wait") == "committed" {
+			resp.State = api.TxCommitted
+		}
+		writeJSON(w, resp)
 	case r.Method == http.MethodGet && path == "/app/transactions":
 		if f.firstTime(r) {
 			writeJSON(w, api.PagedLedgerEntries{State: api.StateLoading, Entries: []api.LedgerEntry{}})
@@ -534,6 +561,41 @@ func TestAppendAndWait(t *testing.T) {
 				if statusPolls != 6 || waitParams != 1 {
 					t.Errorf("status polls, wait params = %d, %d, want 6, 1", statusPolls, waitParams)
 				}
+			}
+		})
+	}
+}
+
+func TestAppendBatch(t *testing.T) {
+	for _, waitExt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("waitExt=%v", waitExt), func(t *testing.T) {
+			env := newTestEnv(t)
+			env.fake.waitExt = waitExt
+			c := env.client(t)
+			res, err := c.AppendBatch(context.Background(), "audit", []api.BatchEntry{
+				{Contents: "a"},
+				{Contents: strings.Repeat("x", 9000)},
+				{Contents: "c", CollectionID: "other"},
+			}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := fmt.Sprintf("%s/%s %s/%v %s/%s", res[0].CollectionID, res[0].TransactionID,
+				res[1].CollectionID, res[1].Error != nil, res[2].CollectionID, res[2].TransactionID)
+			if want := "audit/2.1 audit/true other/2.2"; got != want {
+				t.Errorf("results = %s, want %s", got, want)
+			}
+			var statusPolls int
+			for _, r := range env.fake.requests {
+				if strings.HasSuffix(r.URL.Path, "/status") {
+					statusPolls++
+					if !strings.HasSuffix(r.URL.Path, "/2.2/status") {
+						t.Errorf("polled %s, want the last transaction 2.2", r.URL.Path)
+					}
+				}
+			}
+			if wantPolls := map[bool]int{true: 0, false: 2}[waitExt]; statusPolls != wantPolls {
+				t.Errorf("status polls = %d, want %d", statusPolls, wantPolls)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/parleyhq/parley/api"
@@ -22,7 +23,7 @@ const maxPages = 1 << 20
 // is not yet committed when Append returns: see [Client.WaitCommitted] and
 // [Client.AppendAndWait].
 func (c *Client) Append(ctx context.Context, collectionID, contents string, tags []string) (string, error) {
-	r, err := c.postEntry(ctx, collectionID, contents, tags, false)
+	r, _, err := c.postEntry(ctx, collectionID, contents, tags, false)
 	if err != nil {
 		return "", err
 	}
@@ -41,29 +42,24 @@ type Committed struct {
 // AppendAndWait writes an entry like [Client.Append] and returns once it is
 // committed. It uses Parley's wait=committed extension, which commits the
 // write and returns its receipt in one round trip; against a server without
-// the extension it falls back to polling the transaction's status, and
-// Receipt is nil.
+// the extension (or when the server's wait times out) it polls the
+// transaction's status, and Receipt is nil.
 func (c *Client) AppendAndWait(ctx context.Context, collectionID, contents string, tags []string) (*Committed, error) {
-	if c.waitExt.Load() != 2 {
-		r, err := c.postEntry(ctx, collectionID, contents, tags, true)
-		if err != nil {
-			return nil, err
-		}
-		if r.Receipt != nil {
-			c.waitExt.Store(1)
-			return r, nil
-		}
-		// The server ignored wait=committed: the entry is written, but
-		// not known to be committed.
-		c.waitExt.Store(2)
-		if err := c.WaitCommitted(ctx, r.TransactionID); err != nil {
-			return nil, err
-		}
-		return r, nil
-	}
-	r, err := c.postEntry(ctx, collectionID, contents, tags, false)
+	wait := c.waitExt.Load() != 2
+	r, state, err := c.postEntry(ctx, collectionID, contents, tags, wait)
 	if err != nil {
 		return nil, err
+	}
+	if wait {
+		if state == "" {
+			// The server ignored wait=committed.
+			c.waitExt.Store(2)
+		} else {
+			c.waitExt.Store(1)
+		}
+	}
+	if state == api.TxCommitted && r.Receipt != nil {
+		return r, nil
 	}
 	if err := c.WaitCommitted(ctx, r.TransactionID); err != nil {
 		return nil, err
@@ -83,17 +79,7 @@ func (c *Client) WaitExtension() (supported, known bool) {
 	return false, false
 }
 
-// writeResponse is the body of a write: the ACL LedgerWriteResult, plus, with
-// wait=committed, the receipt fields of a TransactionReceipt.
-type writeResponse struct {
-	CollectionID      string                 `json:"collectionId"`
-	TransactionID     string                 `json:"transactionId"`
-	State             string                 `json:"state"`
-	Receipt           *api.Receipt           `json:"receipt"`
-	ApplicationClaims []api.ApplicationClaim `json:"applicationClaims"`
-}
-
-func (c *Client) postEntry(ctx context.Context, collectionID, contents string, tags []string, wait bool) (*Committed, error) {
+func (c *Client) entryQuery(collectionID string, tags []string, wait bool) (url.Values, error) {
 	q := url.Values{}
 	if collectionID != "" {
 		q.Set("collectionId", collectionID)
@@ -107,40 +93,102 @@ func (c *Client) postEntry(ctx context.Context, collectionID, contents string, t
 		q.Set("tags", strings.Join(tags, ","))
 	}
 	if wait {
-		q.Set("wait", "committed")
+		q.Set("wait", api.WaitCommitted)
+	}
+	return q, nil
+}
+
+// postEntry writes one entry and returns it with the extension's state
+// (empty when the server did not wait).
+func (c *Client) postEntry(ctx context.Context, collectionID, contents string, tags []string, wait bool) (*Committed, string, error) {
+	q, err := c.entryQuery(collectionID, tags, wait)
+	if err != nil {
+		return nil, "", err
 	}
 	body, err := json.Marshal(api.LedgerEntry{Contents: contents})
 	if err != nil {
-		return nil, fmt.Errorf("encode entry: %w", err)
+		return nil, "", fmt.Errorf("encode entry: %w", err)
 	}
 	r, err := c.do(ctx, http.MethodPost, "/app/transactions", q, "application/json", body, http.StatusOK)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	var w writeResponse
+	var w api.WriteResult
 	if err := json.Unmarshal(r.body, &w); err != nil {
-		return nil, fmt.Errorf("decode write result: %w", err)
+		return nil, "", fmt.Errorf("decode write result: %w", err)
 	}
 	id := r.header.Get(api.TransactionIDHeader)
 	if id == "" {
 		id = w.TransactionID
 	}
 	if id == "" {
-		return nil, errors.New("write response has no transaction id")
+		return nil, "", errors.New("write response has no transaction id")
 	}
 	out := &Committed{TransactionID: id, CollectionID: w.CollectionID}
-	if wait && w.Receipt != nil {
-		out.Receipt = &api.TransactionReceipt{
-			ApplicationClaims: w.ApplicationClaims,
-			Receipt:           w.Receipt,
-			State:             w.State,
-			TransactionID:     id,
+	if wait && w.State == api.TxCommitted && w.Receipt != nil {
+		if w.Receipt.TransactionID != "" && w.Receipt.TransactionID != id {
+			return nil, "", fmt.Errorf("write %s returned the receipt of %s", id, w.Receipt.TransactionID)
 		}
-		if out.Receipt.State == "" {
-			out.Receipt.State = api.StateReady
+		out.Receipt = w.Receipt
+	}
+	return out, w.State, nil
+}
+
+// AppendBatch writes entries as separate transactions in one request
+// (Parley's POST /app/transactions:batch extension). Entries without a
+// collection go to collectionID. With wait, the call returns once every
+// written entry is committed. A result per entry, in order, says its
+// transaction id or its error.
+func (c *Client) AppendBatch(ctx context.Context, collectionID string, entries []api.BatchEntry, wait bool) ([]api.BatchResult, error) {
+	q, err := c.entryQuery(collectionID, nil, wait)
+	if err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(api.BatchRequest{Entries: entries})
+	if err != nil {
+		return nil, fmt.Errorf("encode batch: %w", err)
+	}
+	r, err := c.do(ctx, http.MethodPost, "/app/transactions:batch", q, "application/json", body, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	var br api.BatchResponse
+	if err := json.Unmarshal(r.body, &br); err != nil {
+		return nil, fmt.Errorf("decode batch result: %w", err)
+	}
+	if len(br.Results) != len(entries) {
+		return nil, fmt.Errorf("batch of %d entries: %d results", len(entries), len(br.Results))
+	}
+	if wait && br.State != api.TxCommitted {
+		// The server's wait timed out, or it ignored wait: poll the last
+		// transaction of the batch.
+		last := ""
+		var lastSeq uint64
+		for _, res := range br.Results {
+			if res.TransactionID == "" {
+				continue
+			}
+			if s := seqnoOf(res.TransactionID); s >= lastSeq {
+				last, lastSeq = res.TransactionID, s
+			}
+		}
+		if last != "" {
+			if err := c.WaitCommitted(ctx, last); err != nil {
+				return br.Results, err
+			}
 		}
 	}
-	return out, nil
+	return br.Results, nil
+}
+
+// seqnoOf returns the seqno of a "view.seqno" transaction id, or 0.
+func seqnoOf(txID string) uint64 {
+	_, s, _ := strings.Cut(txID, ".")
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Entry returns the entry written by transaction txID, polling while the
