@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -237,4 +238,8 @@ func notCAReceipt(t testing.TB) (*api.Receipt, *x509.Certificate) {
 	}
 	fake := &identity.Service{Cert: cert, CertDER: der, Key: key}
 	return signedReceipt(t, newNode(t, fake), 2, 0, [32]byte{}, nil), cert
+}
+
+func decodeBase64(s string) ([]byte, error) {
+	return base64.StdEncoding.DecodeString(s)
 }
