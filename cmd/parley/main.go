@@ -39,7 +39,10 @@ is wire-compatible with the Azure Confidential Ledger data plane.`,
 
 // subcommands lists every top-level command; each lives in its own file.
 func subcommands() []*cobra.Command {
-	return []*cobra.Command{}
+	return []*cobra.Command{
+		newDevCmd(),
+		newNodeCmd(),
+	}
 }
 
 func main() {

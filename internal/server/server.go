@@ -1,0 +1,263 @@
+// Package server assembles one Parley node process: its data directory
+// (identities made at first start, the genesis transaction), the ledger
+// engine, the ACL application, and the HTTPS server with its TLS
+// configuration, graceful shutdown, health and metrics. `parley dev` and
+// `parley node` are thin commands over it.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/httpapi"
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/node"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+// ShutdownTimeout bounds how long Run waits for requests in flight when it
+// stops.
+const ShutdownTimeout = 10 * time.Second
+
+// Files names the PEM files of a node's data directory, as absolute paths.
+type Files struct {
+	Dir         string
+	ServiceCert string
+	NodeCert    string
+	User0Cert   string
+	User0Key    string
+	Member0Cert string
+	Member0Key  string
+}
+
+// File names of the first user's and member's certificates and keys.
+const (
+	User0CertFile   = "user0_cert.pem"
+	User0KeyFile    = "user0_privk.pem"
+	Member0CertFile = "member0_cert.pem"
+	Member0KeyFile  = "member0_privk.pem"
+)
+
+func filesIn(dir string) Files {
+	return Files{
+		Dir:         dir,
+		ServiceCert: filepath.Join(dir, node.ServiceCertFile),
+		NodeCert:    filepath.Join(dir, node.NodeCertFile),
+		User0Cert:   filepath.Join(dir, User0CertFile),
+		User0Key:    filepath.Join(dir, User0KeyFile),
+		Member0Cert: filepath.Join(dir, Member0CertFile),
+		Member0Key:  filepath.Join(dir, Member0KeyFile),
+	}
+}
+
+// Server is a started node.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	eng   *engine.Engine
+	app   *app.App
+	srv   *http.Server
+	ln    net.Listener
+	files Files
+}
+
+// Start prepares the data directory (on first start: the service and node
+// identities, user0 as Administrator and member0, and the genesis
+// transaction), opens the ledger and listens. Run serves.
+func Start(cfg Config, logger *slog.Logger) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	fsys := vfs.OS{}
+	if !node.Exists(fsys, dir) {
+		if _, err := node.Init(fsys, dir, node.InitOptions{SANs: cfg.SubjectAltNames}); err != nil {
+			return nil, err
+		}
+		logger.Info("created a new service", slog.String("dir", dir))
+	}
+	id, err := node.Load(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	node.WarnNoTEE(logger, dir)
+	idx := app.NewIndex()
+	eng, err := engine.Open(engine.Config{
+		Dir:               filepath.Join(dir, node.LedgerDir),
+		FS:                fsys,
+		Secret:            id.Secret,
+		NodeKey:           id.NodeKey,
+		NodeCertPEM:       id.NodeCertPEM,
+		SignatureInterval: time.Duration(cfg.SignatureInterval),
+		SignatureTxCount:  cfg.SignatureTxCount,
+		Logger:            logger.With(slog.String("component", "engine")),
+		Observer:          idx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open engine: %w", err)
+	}
+	s := &Server{cfg: cfg, log: logger, eng: eng, app: app.New(eng, idx, cfg.Limits), files: filesIn(dir)}
+	if err := s.genesis(fsys); err != nil {
+		eng.Close()
+		return nil, err
+	}
+	nodeCert, err := identity.ParseCertPEM(id.NodeCertPEM)
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	serviceCertPEM, err := fsys.ReadFile(s.files.ServiceCert)
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("service certificate: %w", err)
+	}
+	handler := httpapi.New(httpapi.Config{
+		App:             s.app,
+		Engine:          eng,
+		ServiceCertPEM:  serviceCertPEM,
+		Logger:          logger.With(slog.String("component", "http")),
+		MaxRequestBytes: cfg.MaxRequestBytes,
+		PageSize:        cfg.PageSize,
+		MaxBatch:        cfg.MaxBatch,
+	})
+	s.srv = &http.Server{
+		Handler:           handler,
+		TLSConfig:         TLSConfig(nodeCert.Raw, id.NodeKey),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      httpapi.DefaultWaitTimeout + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnContext:       httpapi.ConnContext,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	s.ln, err = net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		eng.Close()
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return s, nil
+}
+
+// TLSConfig is the server's TLS configuration: the node certificate
+// (endorsed by the service key) and key, TLS 1.2 or later, and client
+// certificates requested but left to the application to check.
+func TLSConfig(nodeCertDER []byte, key any) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{nodeCertDER}, PrivateKey: key}},
+		ClientAuth:   tls.RequestClientCert,
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+}
+
+// genesis writes the first transaction when the ledger has none: user0
+// as Administrator and member0 as the consortium's member, making their
+// certificates and keys first if they are missing. Every step is safe to
+// repeat after a crash.
+func (s *Server) genesis(fsys vfs.FS) error {
+	if !s.app.NeedsGenesis() {
+		return nil
+	}
+	user, err := ensureClientCert(fsys, s.files.User0Cert, s.files.User0Key, "user0")
+	if err != nil {
+		return err
+	}
+	member, err := ensureClientCert(fsys, s.files.Member0Cert, s.files.Member0Key, "member0")
+	if err != nil {
+		return err
+	}
+	memberPEM, err := fsys.ReadFile(s.files.Member0Cert)
+	if err != nil {
+		return fmt.Errorf("genesis: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := s.app.WriteGenesis(ctx, app.Genesis{
+		Users:   map[string][]app.Role{user: {app.RoleAdministrator}},
+		Members: map[string]string{member: string(memberPEM)},
+	})
+	if err != nil {
+		return fmt.Errorf("genesis: %w", err)
+	}
+	s.log.Info("wrote the genesis transaction", slog.String("txid", id.String()), slog.String("user0", user), slog.String("member0", member))
+	return nil
+}
+
+// ensureClientCert returns the id of the certificate in certPath, making a
+// new certificate and key first if certPath does not exist. The key is
+// written before the certificate, so a certificate on disk always has its
+// key.
+func ensureClientCert(fsys vfs.FS, certPath, keyPath, cn string) (string, error) {
+	if b, err := fsys.ReadFile(certPath); err == nil {
+		c, err := identity.ParseCertPEM(b)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", certPath, err)
+		}
+		return identity.Fingerprint(c.Raw), nil
+	}
+	der, key, err := identity.NewClientCert(cn, 365*24*time.Hour)
+	if err != nil {
+		return "", fmt.Errorf("%s certificate: %w", cn, err)
+	}
+	keyPEM, err := identity.EncodeKeyPEM(key)
+	if err != nil {
+		return "", fmt.Errorf("%s key: %w", cn, err)
+	}
+	if err := vfs.WriteFileDurable(fsys, keyPath, keyPEM, 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", keyPath, err)
+	}
+	if err := vfs.WriteFileDurable(fsys, certPath, identity.EncodeCertPEM(der), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", certPath, err)
+	}
+	return identity.Fingerprint(der), nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Files names the data directory's PEM files.
+func (s *Server) Files() Files { return s.files }
+
+// Run serves until ctx ends, then shuts down: it stops accepting, waits up
+// to ShutdownTimeout for requests in flight, and closes the engine.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.ServeTLS(s.ln, "", "") }()
+	s.log.Info("serving", slog.String("addr", s.ln.Addr().String()), slog.String("node_id", s.eng.NodeID()))
+	var serveErr error
+	select {
+	case err := <-errc:
+		serveErr = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		s.log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		err := s.srv.Shutdown(sctx)
+		cancel()
+		if err != nil {
+			serveErr = fmt.Errorf("shutdown: %w", err)
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+			serveErr = fmt.Errorf("serve: %w", err)
+		}
+	}
+	if err := s.eng.Close(); err != nil {
+		return errors.Join(serveErr, fmt.Errorf("close engine: %w", err))
+	}
+	if serveErr == nil {
+		s.log.Info("stopped")
+	}
+	return serveErr
+}
