@@ -42,6 +42,7 @@ func subcommands() []*cobra.Command {
 	return []*cobra.Command{
 		newDevCmd(),
 		newNodeCmd(),
+		newReceiptCmd(),
 	}
 }
 
