@@ -30,6 +30,9 @@ const (
 	MaxEndorsements = 64
 	// maxCertPEM bounds one PEM certificate.
 	maxCertPEM = 16 << 10
+	// maxSignature bounds the base64 signature: a DER P-521 signature is
+	// at most 139 bytes.
+	maxSignature = 256
 	// maxCommitEvidence is "ce:" + two 20-digit numbers, '.', ':' and 64 hex.
 	maxCommitEvidence = 3 + 20 + 1 + 20 + 1 + 64
 )
@@ -212,6 +215,9 @@ func Verify(r *api.Receipt, serviceCert *x509.Certificate) error {
 	}
 	if err := matchNodeID(r.NodeID, node); err != nil {
 		return invalidf("node id: %w", err)
+	}
+	if len(r.Signature) > maxSignature {
+		return invalidf("signature is %d characters, at most %d allowed", len(r.Signature), maxSignature)
 	}
 	sig, err := base64.StdEncoding.Strict().DecodeString(r.Signature)
 	if err != nil {

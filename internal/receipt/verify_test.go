@@ -203,6 +203,7 @@ func TestVerifyErrors(t *testing.T) {
 		{"node-id-of-other-node", func(r *api.Receipt) { r.NodeID = newNode(t, s).id }, "node id: receipt says"},
 		{"node-id-missing", func(r *api.Receipt) { r.NodeID = "" }, "node id: 0 hex characters"},
 		{"signature-not-base64", func(r *api.Receipt) { r.Signature = "!!" }, "signature is not base64"},
+		{"signature-too-long", func(r *api.Receipt) { r.Signature = strings.Repeat("A", 260) }, "signature is 260 characters"},
 		{"signature-empty", func(r *api.Receipt) { r.Signature = "" }, "signature does not verify"},
 		{"signature-of-other-root", func(r *api.Receipt) {
 			sig, _ := ecdsa.SignASN1(rand.Reader, n.key, leaf[:])
