@@ -433,7 +433,9 @@ func TestListPaging(t *testing.T) {
 		t.Errorf("range = %s, want %s..%s", r.body, ids[2], ids[4])
 	}
 	r = f.do("reader", "GET", "/app/collections?api-version=2022-05-13", nil)
-	var cs struct{ Collections []struct{ CollectionID string } }
+	var cs struct {
+		Collections []struct{ CollectionID string }
+	}
 	r.decode(t, &cs)
 	if len(cs.Collections) != 2 || cs.Collections[0].CollectionID != "c" || cs.Collections[1].CollectionID != app.DefaultCollection {
 		t.Errorf("collections = %s, want c and %s", r.body, app.DefaultCollection)
@@ -539,7 +541,9 @@ func TestServiceEndpoints(t *testing.T) {
 	}
 	r = f.do("reader", "GET", "/app/governance/members?api-version=2022-05-13", nil)
 	f.mustStatus(r, 200)
-	var ms struct{ Members []struct{ Certificate, ID string } }
+	var ms struct {
+		Members []struct{ Certificate, ID string }
+	}
 	r.decode(t, &ms)
 	if len(ms.Members) != 1 || ms.Members[0].ID != f.ids["member"] {
 		t.Errorf("members = %s, want member", r.body)
