@@ -141,10 +141,13 @@ type Engine struct {
 	nodeID   string
 	nodeCert string
 
-	submit chan *request
-	stop   chan struct{}
-	done   chan struct{}
-	runErr error
+	submit    chan *request
+	appendc   chan pb.Message   // to the append thread
+	stepc     chan []pb.Message // from the append thread
+	appendErr chan error        // the append thread's fatal error
+	stop      chan struct{}
+	done      chan struct{}
+	runErr    error
 
 	// mu guards what readers share with the sequencer.
 	mu        sync.RWMutex
@@ -220,6 +223,9 @@ func Open(cfg Config) (*Engine, error) {
 		nodeID:     nodeID,
 		nodeCert:   string(cfg.NodeCertPEM),
 		submit:     make(chan *request, 16384),
+		appendc:    make(chan pb.Message, 256),
+		stepc:      make(chan []pb.Message, 1),
+		appendErr:  make(chan error, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		sigCache:   make(map[uint64]*ledger.Signature),
@@ -237,16 +243,17 @@ func Open(cfg Config) (*Engine, error) {
 		tailFirst: log.LastIndex() + 1,
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
-		ID:              cfg.RaftID,
-		ElectionTick:    10,
-		HeartbeatTick:   1,
-		Storage:         e.rlog,
-		Applied:         hs.Commit,
-		MaxSizePerMsg:   4 << 20,
-		MaxInflightMsgs: 256,
-		CheckQuorum:     true,
-		PreVote:         true,
-		Logger:          raftLogger{cfg.Logger},
+		ID:                 cfg.RaftID,
+		ElectionTick:       10,
+		HeartbeatTick:      1,
+		Storage:            e.rlog,
+		Applied:            hs.Commit,
+		AsyncStorageWrites: true,
+		MaxSizePerMsg:      4 << 20,
+		MaxInflightMsgs:    256,
+		CheckQuorum:        true,
+		PreVote:            true,
+		Logger:             raftLogger{cfg.Logger},
 	})
 	if err != nil {
 		log.Close()

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/parleyhq/parley/internal/storage"
 	"go.etcd.io/raft/v3"
@@ -14,6 +15,7 @@ import (
 // so that committing does not read back from disk what was just written.
 // Only the sequencer goroutine calls it (raft calls it from there too).
 type raftLog struct {
+	mu        sync.Mutex // the append thread writes, the sequencer reads
 	log       *storage.Log
 	hs        pb.HardState
 	cs        pb.ConfState
@@ -24,13 +26,29 @@ type raftLog struct {
 var _ raft.Storage = (*raftLog)(nil)
 
 func (r *raftLog) InitialState() (pb.HardState, pb.ConfState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.hs, r.cs, nil
+}
+
+func (r *raftLog) hardState() pb.HardState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hs
+}
+
+func (r *raftLog) setHardState(hs pb.HardState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hs = hs
 }
 
 func (r *raftLog) FirstIndex() (uint64, error) { return r.log.FirstIndex(), nil }
 func (r *raftLog) LastIndex() (uint64, error)  { return r.log.LastIndex(), nil }
 
 func (r *raftLog) Term(i uint64) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if i < r.log.FirstIndex() {
 		if i == r.log.FirstIndex()-1 {
 			return 0, nil // no snapshots yet: the log starts at its first index
@@ -51,6 +69,8 @@ func (r *raftLog) Term(i uint64) (uint64, error) {
 }
 
 func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if lo < r.log.FirstIndex() {
 		return nil, raft.ErrCompacted
 	}
@@ -58,8 +78,9 @@ func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
 		return nil, raft.ErrUnavailable
 	}
 	if len(r.tail) > 0 && lo >= r.tailFirst {
-		ents := r.tail[lo-r.tailFirst : hi-r.tailFirst]
-		return limitSize(ents, maxSize), nil
+		// A copy: raft keeps the slice (in messages) while the tail moves.
+		ents := limitSize(r.tail[lo-r.tailFirst:hi-r.tailFirst], maxSize)
+		return append([]pb.Entry(nil), ents...), nil
 	}
 	stored, err := r.log.Entries(lo, hi, maxSize)
 	if err != nil {
@@ -85,6 +106,8 @@ func (r *raftLog) append(ents []pb.Entry) error {
 	if len(ents) == 0 {
 		return nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	first := ents[0].Index
 	if first <= r.log.LastIndex() {
 		if err := r.log.TruncateFrom(first); err != nil {
@@ -112,6 +135,8 @@ func (r *raftLog) append(ents []pb.Entry) error {
 
 // forget drops tail entries up to and including applied.
 func (r *raftLog) forget(applied uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if len(r.tail) == 0 || applied < r.tailFirst {
 		return
 	}

@@ -36,17 +36,35 @@ type seqState struct {
 	sinceSig int       // transactions since the last signature
 	firstTx  time.Time // when the oldest unsigned transaction was sequenced
 	own      []pb.Entry
-	buf      []byte
+	// held are requests that arrived while no leader was known (an election
+	// in progress); they are sequenced once this node leads.
+	held []*request
 }
+
+// maxHeld bounds the requests held during an election.
+const maxHeld = 1 << 16
 
 func (e *Engine) run() {
 	defer close(e.done)
-	defer e.failPending()
+	appendDone := make(chan struct{})
+	go e.appender(appendDone)
+	var st seqState
+	defer func() {
+		close(e.appendc)
+		for {
+			select {
+			case <-e.stepc: // acknowledgements nobody will step now
+				continue
+			case <-appendDone:
+			}
+			break
+		}
+		e.failPending(&st)
+	}()
 	tick := time.NewTicker(e.cfg.TickInterval)
 	defer tick.Stop()
 	sigTick := time.NewTicker(e.cfg.SignatureInterval)
 	defer sigTick.Stop()
-	var st seqState
 	if e.singleVoter() {
 		if err := e.rn.Campaign(); err != nil {
 			e.fail(fmt.Errorf("campaign: %w", err))
@@ -59,10 +77,25 @@ func (e *Engine) run() {
 			e.fail(err)
 			return
 		}
+		if len(st.held) > 0 && e.rn.BasicStatus().Lead != raft.None {
+			held := st.held
+			st.held = nil
+			if err := e.sequence(&st, held, false); err != nil {
+				e.fail(err)
+				return
+			}
+			continue
+		}
 		batch = batch[:0]
 		select {
 		case <-e.stop:
 			return
+		case err := <-e.appendErr:
+			e.fail(err)
+			return
+		case msgs := <-e.stepc:
+			e.step(msgs)
+			continue
 		case <-tick.C:
 			e.rn.Tick()
 			continue
@@ -93,6 +126,109 @@ func (e *Engine) run() {
 	}
 }
 
+// step delivers messages (storage acknowledgements) to raft.
+func (e *Engine) step(msgs []pb.Message) {
+	for _, m := range msgs {
+		if err := e.rn.Step(m); err != nil {
+			e.logger.Debug("raft step", slog.String("type", m.Type.String()), slog.Any("error", err))
+		}
+	}
+}
+
+// appender is the local append thread of raft's asynchronous storage
+// writes: it persists entries and hard state with one fsync for all the
+// messages queued since the last one (group commit), then hands raft the
+// acknowledgements. Sequencing goes on meanwhile.
+func (e *Engine) appender(done chan<- struct{}) {
+	defer close(done)
+	var batch []pb.Message
+	for m := range e.appendc {
+		batch = append(batch[:0], m)
+	drain:
+		for len(batch) < 1024 {
+			select {
+			case m, ok := <-e.appendc:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		resps, err := e.persist(batch)
+		if err != nil {
+			e.appendErr <- err
+			// Keep draining so the sequencer never blocks on appendc.
+			for range e.appendc {
+			}
+			return
+		}
+		if len(resps) > 0 {
+			e.stepc <- resps
+		}
+	}
+}
+
+// persist writes a batch of MsgStorageAppend messages durably and returns
+// the responses raft asked to be delivered after that.
+func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
+	var resps []pb.Message
+	var entries int
+	hs := e.rlog.hardState()
+	hsChanged := false
+	for i := range batch {
+		m := &batch[i]
+		if len(m.Entries) > 0 {
+			if err := e.rlog.append(m.Entries); err != nil {
+				return nil, err
+			}
+			entries += len(m.Entries)
+		}
+		if m.Term != 0 || m.Vote != 0 || m.Commit != 0 {
+			if m.Term != hs.Term || m.Vote != hs.Vote {
+				hsChanged = true
+			}
+			hs = pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+		}
+		resps = append(resps, m.Responses...)
+	}
+	if entries > 0 {
+		if err := e.log.Sync(); err != nil {
+			return nil, fmt.Errorf("sync ledger: %w", err)
+		}
+		e.metrics.Syncs.Add(1)
+		e.metrics.Entries.Add(uint64(entries))
+	}
+	if hsChanged {
+		if err := e.log.SetHardState(hs); err != nil {
+			return nil, fmt.Errorf("save raft state: %w", err)
+		}
+	}
+	e.rlog.setHardState(hs)
+	if c := e.committed.Load(); c > e.log.Committed() && c <= e.log.LastIndex() {
+		if err := e.log.MarkCommitted(c); err != nil {
+			return nil, fmt.Errorf("mark chunks committed: %w", err)
+		}
+	}
+	return resps, nil
+}
+
+// sendAppend queues a message for the append thread, taking in the
+// thread's acknowledgements meanwhile so the two never wait on each other.
+func (e *Engine) sendAppend(m pb.Message, pending *[]pb.Message) error {
+	for {
+		select {
+		case e.appendc <- m:
+			return nil
+		case msgs := <-e.stepc:
+			*pending = append(*pending, msgs...)
+		case err := <-e.appendErr:
+			return err
+		}
+	}
+}
+
 func (e *Engine) singleVoter() bool {
 	return len(e.rlog.cs.Voters) == 1 && e.rlog.cs.Voters[0] == e.cfg.RaftID
 }
@@ -103,7 +239,10 @@ func (e *Engine) fail(err error) {
 }
 
 // failPending answers every queued request once the loop has stopped.
-func (e *Engine) failPending() {
+func (e *Engine) failPending(st *seqState) {
+	for _, r := range st.held {
+		r.reply <- result{err: ErrClosed}
+	}
 	for {
 		select {
 		case r := <-e.submit:
@@ -118,6 +257,10 @@ func (e *Engine) failPending() {
 // entries and proposes them to raft in one message.
 func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	bs := e.rn.BasicStatus()
+	if bs.Lead == raft.None && len(st.held)+len(batch) <= maxHeld {
+		st.held = append(st.held, batch...)
+		return nil
+	}
 	if bs.RaftState != raft.StateLeader || bs.LeadTransferee != raft.None {
 		for _, r := range batch {
 			r.reply <- result{err: ErrNotLeader}
@@ -322,15 +465,17 @@ func (e *Engine) rollbackTo(index uint64) {
 	}
 }
 
-// drainReady handles every Ready raft has: persist entries (one fsync for
-// all), save the hard state when term or vote changed, advance commit.
+// drainReady handles every Ready raft has. With asynchronous storage
+// writes, entries reach the log through the append thread; this goroutine
+// applies them to the store and the tree (learn) as they leave raft, in log
+// order, and advances the commit watermark when raft reports entries
+// committed.
 func (e *Engine) drainReady(st *seqState) error {
 	for e.rn.HasReady() {
 		rd := e.rn.Ready()
 		if err := e.handleReady(st, &rd); err != nil {
 			return err
 		}
-		e.rn.Advance(rd)
 	}
 	return nil
 }
@@ -345,34 +490,34 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 			e.logger.Info("raft role changed", slog.Bool("primary", e.leader), slog.Uint64("view", e.rn.BasicStatus().Term))
 		}
 	}
-	if len(rd.Entries) > 0 {
-		if err := e.learn(st, rd.Entries); err != nil {
-			return err
-		}
-		if err := e.rlog.append(rd.Entries); err != nil {
-			return err
-		}
-		if err := e.log.Sync(); err != nil {
-			return fmt.Errorf("sync ledger: %w", err)
-		}
-		e.metrics.Syncs.Add(1)
-		e.metrics.Entries.Add(uint64(len(rd.Entries)))
-	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		e.mu.Lock()
 		e.view = rd.HardState.Term
 		e.mu.Unlock()
-		old := e.rlog.hs
-		e.rlog.hs = rd.HardState
-		if rd.HardState.Term != old.Term || rd.HardState.Vote != old.Vote {
-			if err := e.log.SetHardState(rd.HardState); err != nil {
-				return fmt.Errorf("save raft state: %w", err)
+	}
+	var steps []pb.Message
+	for _, m := range rd.Messages {
+		switch m.To {
+		case raft.LocalAppendThread:
+			if len(m.Entries) > 0 {
+				if err := e.learn(st, m.Entries); err != nil {
+					return err
+				}
 			}
+			if err := e.sendAppend(m, &steps); err != nil {
+				return err
+			}
+		case raft.LocalApplyThread:
+			if n := len(m.Entries); n > 0 {
+				e.advanceCommit(m.Entries[n-1].Index)
+			}
+			steps = append(steps, m.Responses...)
+		default:
+			// No transport yet: a single voter sends nothing to peers.
+			e.logger.Debug("dropping raft message to a peer", slog.Uint64("to", m.To), slog.String("type", m.Type.String()))
 		}
 	}
-	if n := len(rd.CommittedEntries); n > 0 {
-		e.advanceCommit(rd.CommittedEntries[n-1].Index)
-	}
+	e.step(steps)
 	return nil
 }
 
@@ -505,10 +650,8 @@ func (e *Engine) advanceCommit(raftCommit uint64) {
 		return
 	}
 	e.store.Compact(kv.Version(c))
-	if err := e.log.MarkCommitted(c); err != nil {
-		e.logger.Warn("mark chunks committed", slog.Uint64("seqno", c), slog.Any("error", err))
-	}
-	e.setCommitted(c)
+	e.setCommitted(c) // the append thread renames the chunks it covers
+
 }
 
 // replay rebuilds the store and the tree from the ledger files.
