@@ -437,13 +437,13 @@ func splitEntry(b []byte) (tags []string, contents, key []byte, err error) {
 	}
 	key = b[1 : 1+SecretKeySize]
 	b = b[1+SecretKeySize:]
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
 		return nil, nil, nil, errBadEntry
 	}
 	b = b[k:]
 	for range n {
-		l, k := binary.Uvarint(b)
+		l, k := uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
 			return nil, nil, nil, errBadEntry
 		}
@@ -451,4 +451,14 @@ func splitEntry(b []byte) (tags []string, contents, key []byte, err error) {
 		b = b[k+int(l):]
 	}
 	return tags, b, key, nil
+}
+
+// uvarint is binary.Uvarint refusing non-minimal encodings, so that every
+// value has one encoding.
+func uvarint(b []byte) (uint64, int) {
+	v, k := binary.Uvarint(b)
+	if k > 0 && len(binary.AppendUvarint(nil, v)) != k {
+		return 0, -1
+	}
+	return v, k
 }
