@@ -43,6 +43,8 @@ func subcommands() []*cobra.Command {
 		newDevCmd(),
 		newNodeCmd(),
 		newReceiptCmd(),
+		newLedgerCmd(),
+		newBenchCmd(),
 	}
 }
 

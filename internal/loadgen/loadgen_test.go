@@ -119,6 +119,21 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
+func TestStatsJSONRoundTrip(t *testing.T) {
+	in := Stats{Count: 3, PerSec: 1.5, P50: 1500 * time.Microsecond, P90: 2 * time.Millisecond, P99: 25 * time.Millisecond, Max: time.Second}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Stats
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Errorf("round trip of %s = %+v, want %+v", b, out, in)
+	}
+}
+
 func TestRecorderReservoirBounded(t *testing.T) {
 	r := &recorder{rng: rand.New(rand.NewPCG(3, 4))}
 	for i := range maxSamples + 1000 {

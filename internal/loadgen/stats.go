@@ -45,14 +45,28 @@ type Stats struct {
 // MarshalJSON writes latencies as milliseconds.
 func (s Stats) MarshalJSON() ([]byte, error) {
 	ms := func(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
-	return json.Marshal(struct {
-		Count  int     `json:"count"`
-		PerSec float64 `json:"perSec"`
-		P50    float64 `json:"p50Ms"`
-		P90    float64 `json:"p90Ms"`
-		P99    float64 `json:"p99Ms"`
-		Max    float64 `json:"maxMs"`
-	}{s.Count, math.Round(s.PerSec*10) / 10, ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max)})
+	return json.Marshal(statsJSON{s.Count, math.Round(s.PerSec*10) / 10, ms(s.P50), ms(s.P90), ms(s.P99), ms(s.Max)})
+}
+
+// statsJSON is the JSON form of Stats.
+type statsJSON struct {
+	Count  int     `json:"count"`
+	PerSec float64 `json:"perSec"`
+	P50    float64 `json:"p50Ms"`
+	P90    float64 `json:"p90Ms"`
+	P99    float64 `json:"p99Ms"`
+	Max    float64 `json:"maxMs"`
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (s *Stats) UnmarshalJSON(b []byte) error {
+	var j statsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	d := func(ms float64) time.Duration { return time.Duration(math.Round(ms * 1e6)) }
+	*s = Stats{Count: j.Count, PerSec: j.PerSec, P50: d(j.P50), P90: d(j.P90), P99: d(j.P99), Max: d(j.Max)}
+	return nil
 }
 
 // summarize merges recorders and computes Stats over a window.
