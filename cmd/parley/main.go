@@ -43,6 +43,7 @@ func subcommands() []*cobra.Command {
 		newDevCmd(),
 		newNodeCmd(),
 		newReceiptCmd(),
+		newVerifyCmd(),
 		newLedgerCmd(),
 		newBenchCmd(),
 	}

@@ -8,11 +8,14 @@
 package verify
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 
-	"crypto/x509"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/merkle"
@@ -87,6 +90,9 @@ func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options
 	}
 	err = storage.Scan(fsys, dir, func(c storage.ChunkInfo, e storage.Entry) error {
 		if c.Name != chunk.Name {
+			if chunk.Name == "" && c.Start != 1 {
+				return &Error{Chunk: c.Name, Err: fmt.Errorf("the ledger starts at seqno %d: chunks before it are missing", c.Start)}
+			}
 			if chunk.Name != "" {
 				if err := finishChunk(); err != nil {
 					return err
@@ -108,21 +114,49 @@ func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options
 		if errors.As(err, &ve) {
 			return nil, ve
 		}
+		var ce *storage.CorruptError
+		if errors.As(err, &ce) {
+			e := &Error{Chunk: ce.File, Err: err}
+			if ce.Seqno != 0 {
+				e.TxID = ledger.TxID{View: v.termAt(ce.Seqno), Seqno: ce.Seqno}
+			}
+			return nil, e
+		}
 		return nil, &Error{Err: err}
 	}
-	if chunk.Name != "" {
-		if err := finishChunk(); err != nil {
-			return nil, err
-		}
+	if chunk.Name == "" {
+		return nil, &Error{Err: fmt.Errorf("%s holds no ledger entries", dir)}
+	}
+	if err := finishChunk(); err != nil {
+		return nil, err
 	}
 	v.report.Bytes = total
 	return &v.report, nil
 }
 
+// totalSize adds up the sizes of the chunk files, for progress reports.
 func totalSize(fsys vfs.FS, dir string) (int64, error) {
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("list %s: %w", dir, err)
+	}
 	var total int64
-	err := storage.ListChunks(fsys, dir, func(c storage.ChunkInfo) { total += c.Size })
-	return total, err
+	for _, name := range names {
+		if !strings.HasPrefix(name, "ledger_") {
+			continue
+		}
+		f, err := fsys.OpenFile(filepath.Join(dir, name), os.O_RDONLY, 0)
+		if err != nil {
+			return 0, fmt.Errorf("open %s: %w", name, err)
+		}
+		size, err := f.Size()
+		f.Close()
+		if err != nil {
+			return 0, fmt.Errorf("size of %s: %w", name, err)
+		}
+		total += size
+	}
+	return total, nil
 }
 
 type verifier struct {
@@ -133,6 +167,15 @@ type verifier struct {
 	lastKind ledger.Kind
 	endorsed map[string]bool // node certificate PEM → checked
 	report   Report
+}
+
+// termAt is the view of the seqno after the last entry checked, for naming
+// a damaged entry whose own frame cannot be read.
+func (v *verifier) termAt(seqno uint64) uint64 {
+	if seqno == v.tree.Size()+1 {
+		return v.lastTerm
+	}
+	return 0
 }
 
 func (v *verifier) entry(e storage.Entry) error {
