@@ -83,6 +83,9 @@ type Config struct {
 	Observer Observer
 	// testOnlyNow overrides time.Now in tests.
 	testOnlyNow func() time.Time
+	// testOnlySkipSync makes the append thread skip its fsync, so the
+	// power-loss test can show that it would notice.
+	testOnlySkipSync bool
 }
 
 // Observer keeps a derived index (by collection, by tag, …) in step with
