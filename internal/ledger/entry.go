@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/parleyhq/parley/internal/receipt"
 )
 
 // Kind tells what a transaction is.
@@ -201,7 +203,7 @@ func (s *Secret) Seal(dst []byte, tx *Tx) (payload []byte, leaf [32]byte, err er
 	dst = s.aead.Seal(dst, nonce[:], tx.Private, aad)
 	payload = dst[start:]
 	wsd := sha256.Sum256(payload[headerSize:])
-	return dst, Leaf(wsd, ce, tx.Claims), nil
+	return dst, receipt.Leaf(wsd, ce, tx.Claims), nil
 }
 
 func grow(b []byte, n int) []byte {
@@ -211,16 +213,6 @@ func grow(b []byte, n int) []byte {
 	nb := make([]byte, len(b), len(b)+n)
 	copy(nb, b)
 	return nb
-}
-
-// Leaf is the ACL/CCF Merkle leaf of a transaction:
-// SHA-256(writeSetDigest ‖ commitEvidenceDigest ‖ claimsDigest).
-func Leaf(writeSetDigest, commitEvidenceDigest, claimsDigest [32]byte) [32]byte {
-	var b [96]byte
-	copy(b[:32], writeSetDigest[:])
-	copy(b[32:64], commitEvidenceDigest[:])
-	copy(b[64:], claimsDigest[:])
-	return sha256.Sum256(b[:])
 }
 
 // Parsed is a payload split into its parts. Its slices alias the payload.
@@ -282,7 +274,7 @@ func (p *Parsed) WriteSetDigest() [32]byte {
 
 // Leaf is the entry's Merkle leaf, computed without the ledger secret.
 func (p *Parsed) Leaf() [32]byte {
-	return Leaf(p.WriteSetDigest(), p.CommitEvidenceDigest, p.ClaimsDigest)
+	return receipt.Leaf(p.WriteSetDigest(), p.CommitEvidenceDigest, p.ClaimsDigest)
 }
 
 // CheckNonce reports whether the entry's nonce is the one its position
