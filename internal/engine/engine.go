@@ -163,6 +163,7 @@ type Engine struct {
 	sigCache  map[uint64]*ledger.Signature
 
 	committed  atomic.Uint64 // seqno of the last committed signature
+	durable    atomic.Uint64 // last index fsynced by the append thread
 	commitMu   sync.Mutex
 	commitWake chan struct{} // closed and replaced when committed advances
 	closeOnce  sync.Once

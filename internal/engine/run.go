@@ -33,9 +33,10 @@ const maxBatch = 4096
 
 // sequencer state, owned by the run goroutine.
 type seqState struct {
-	sinceSig int       // transactions since the last signature
-	firstTx  time.Time // when the oldest unsigned transaction was sequenced
-	own      []pb.Entry
+	sinceSig  int    // transactions since the last signature
+	lastSig   uint64 // seqno of the last signature this node proposed
+	lastSigAt time.Time
+	own       []pb.Entry
 	// held are requests that arrived while no leader was known (an election
 	// in progress); they are sequenced once this node leads.
 	held []*request
@@ -48,7 +49,7 @@ func (e *Engine) run() {
 	defer close(e.done)
 	appendDone := make(chan struct{})
 	go e.appender(appendDone)
-	var st seqState
+	st := seqState{lastSigAt: e.cfg.testOnlyNow()}
 	defer func() {
 		close(e.appendc)
 		for {
@@ -100,7 +101,7 @@ func (e *Engine) run() {
 			e.rn.Tick()
 			continue
 		case <-sigTick.C:
-			if st.sinceSig > 0 && e.cfg.testOnlyNow().Sub(st.firstTx) >= e.cfg.SignatureInterval/2 {
+			if st.sinceSig > 0 {
 				if err := e.sequence(&st, nil, true); err != nil {
 					e.fail(err)
 					return
@@ -199,6 +200,7 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 		}
 		e.metrics.Syncs.Add(1)
 		e.metrics.Entries.Add(uint64(entries))
+		e.durable.Store(e.log.LastIndex())
 	}
 	if hsChanged {
 		if err := e.log.SetHardState(hs); err != nil {
@@ -301,17 +303,15 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 			applied[i] = ws
 		}
 		next++
-		if st.sinceSig == 0 {
-			st.firstTx = e.cfg.testOnlyNow()
-		}
 		st.sinceSig++
 	}
-	if st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount) {
+	if st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount || e.signatureDue(st)) {
 		payload, err := e.signature(st, view, next)
 		if err != nil {
 			seqErr = err
 		} else {
 			ents = append(ents, pb.Entry{Term: view, Index: next, Type: pb.EntryNormal, Data: payload})
+			st.lastSig, st.lastSigAt = next, e.cfg.testOnlyNow()
 			next++
 			st.sinceSig = 0
 		}
@@ -347,6 +347,16 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 		r.reply <- replies[i]
 	}
 	return seqErr
+}
+
+// signatureDue paces signatures to the disk: a new one goes out with a batch
+// as soon as the previous one is durable (so a transaction waits for about
+// one fsync beyond its own), but not more often than every quarter of the
+// signature interval, which bounds the signing cost. The signature ticker
+// signs whatever is left when no batch comes.
+func (e *Engine) signatureDue(st *seqState) bool {
+	return st.lastSig <= e.durable.Load() &&
+		e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.cfg.SignatureInterval/4
 }
 
 // seal builds the payload of a transaction, appends its leaf to the tree and
