@@ -27,7 +27,7 @@ type profile struct {
 }
 
 func newDevCmd() *cobra.Command {
-	var dir, addr, logFormat, logLevel string
+	var dir, addr, debugAddr, logFormat, logLevel string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a one-node development service",
@@ -55,7 +55,7 @@ There is no TEE: the ledger secret and keys are sealed to a key file in DIR.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			srv, err := server.Start(server.Config{DataDir: dir, ListenAddress: addr, SubjectAltNames: sans}, logger)
+			srv, err := server.Start(server.Config{DataDir: dir, ListenAddress: addr, SubjectAltNames: sans, DebugAddress: debugAddr}, logger)
 			if err != nil {
 				return err
 			}
@@ -71,6 +71,7 @@ There is no TEE: the ledger secret and keys are sealed to a key file in DIR.`,
 	}
 	cmd.Flags().StringVar(&dir, "dir", "parley-dev", "data directory")
 	cmd.Flags().StringVar(&addr, "addr", server.DefaultListenAddress, "HTTPS listen address, host:port")
+	cmd.Flags().StringVar(&debugAddr, "debug-addr", "", "serve Go's profiler on this loopback host:port (no authentication)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json (on stderr)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug (logs every request), info, warn or error")
 	return cmd

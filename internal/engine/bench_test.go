@@ -70,3 +70,46 @@ func BenchmarkCommitDurable(b *testing.B) {
 		b.ReportMetric(float64(m.Entries.Load())/float64(s), "entries/fsync")
 	}
 }
+
+// BenchmarkCommitAndWait64 is the service's pattern in-process: 64 clients
+// each commit a 1 KiB entry and wait until it is Committed before the next.
+func BenchmarkCommitAndWait64(b *testing.B) {
+	n := newTestNode(b, vfs.OS{}, b.TempDir())
+	cfg := n.config()
+	cfg.ChunkSize = 0
+	e, err := Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	value := make([]byte, 1024)
+	rand.Read(value)
+	var next atomic.Int64
+	total := int64(b.N)
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= total {
+				tx := e.Begin()
+				tx.Put("entries", "k", value)
+				id, err := e.Commit(context.Background(), tx, CommitOptions{})
+				if err == nil {
+					err = e.WaitCommitted(context.Background(), id)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tx/s")
+	m := e.Metrics()
+	b.ReportMetric(float64(m.Entries.Load())/float64(m.Syncs.Load()), "entries/fsync")
+	b.ReportMetric(float64(m.Signatures.Load()), "signatures")
+}

@@ -96,6 +96,14 @@ func (e *Engine) run() {
 			return
 		case msgs := <-e.stepc:
 			e.step(msgs)
+			// Whatever waited for the previous signature to be durable can
+			// be signed now, without waiting for more transactions.
+			if st.sinceSig > 0 && e.signatureDue(&st) {
+				if err := e.sequence(&st, nil, true); err != nil {
+					e.fail(err)
+					return
+				}
+			}
 			continue
 		case <-tick.C:
 			e.rn.Tick()

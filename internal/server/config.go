@@ -59,6 +59,9 @@ type Config struct {
 	// MaxBatch bounds the entries of one POST /app/transactions:batch
 	// (1000).
 	MaxBatch int `json:"maxBatch,omitempty"`
+	// DebugAddress, when set, serves Go's profiler (net/http/pprof) on this
+	// address, which must be a loopback one: it has no authentication.
+	DebugAddress string `json:"debugAddress,omitempty"`
 	// LogFormat is "text" (the default, for people) or "json".
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogLevel is "debug" (which logs every request), "info" (the
@@ -121,6 +124,12 @@ func (c Config) validate() error {
 	if c.ListenAddress != "" {
 		if _, _, err := net.SplitHostPort(c.ListenAddress); err != nil {
 			errs = append(errs, fmt.Errorf("listenAddress: %w", err))
+		}
+	}
+	if c.DebugAddress != "" {
+		host, _, err := net.SplitHostPort(c.DebugAddress)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			errs = append(errs, fmt.Errorf("debugAddress %q: want a loopback host:port", c.DebugAddress))
 		}
 	}
 	if c.SignatureInterval < 0 || (c.SignatureInterval > 0 && time.Duration(c.SignatureInterval) < time.Millisecond) {

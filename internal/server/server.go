@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -236,6 +237,13 @@ func (s *Server) Files() Files { return s.files }
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.ServeTLS(s.ln, "", "") }()
+	if s.cfg.DebugAddress != "" {
+		stop, err := s.serveDebug()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	s.log.Info("serving", slog.String("addr", s.ln.Addr().String()), slog.String("node_id", s.eng.NodeID()))
 	var serveErr error
 	select {
@@ -260,4 +268,22 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("stopped")
 	}
 	return serveErr
+}
+
+// serveDebug serves the profiler on the loopback debug address until the
+// returned function is called.
+func (s *Server) serveDebug() (func(), error) {
+	ln, err := net.Listen("tcp", s.cfg.DebugAddress)
+	if err != nil {
+		return nil, fmt.Errorf("debug listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	s.log.Info("serving the profiler", slog.String("addr", ln.Addr().String()))
+	return func() { srv.Close() }, nil
 }
