@@ -71,10 +71,7 @@ func Init(fsys vfs.FS, dir string, opts InitOptions) (*Identity, error) {
 	if opts.Validity == 0 {
 		opts.Validity = 365 * 24 * time.Hour
 	}
-	if err := fsys.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("init %s: %w", dir, err)
-	}
-	if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+	if err := vfs.MkdirAllDurable(fsys, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("init %s: %w", dir, err)
 	}
 	svc, err := identity.NewService("Parley Service", opts.Validity)

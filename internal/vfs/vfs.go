@@ -139,3 +139,21 @@ func WriteFileDurable(fsys FS, name string, data []byte, perm fs.FileMode) error
 	}
 	return fsys.SyncDir(filepath.Dir(name))
 }
+
+// MkdirAllDurable creates dir and any missing parents and makes every
+// directory entry on the way durable, by fsyncing each parent up to the root.
+func MkdirAllDurable(fsys FS, dir string, perm fs.FileMode) error {
+	if err := fsys.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for d := filepath.Clean(dir); ; {
+		parent := filepath.Dir(d)
+		if parent == d {
+			return nil
+		}
+		if err := fsys.SyncDir(parent); err != nil {
+			return err
+		}
+		d = parent
+	}
+}

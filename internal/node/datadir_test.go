@@ -1,0 +1,85 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/ledgertest/lazyfs"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+func TestInitLoad(t *testing.T) {
+	dir := t.TempDir()
+	id, err := Init(vfs.OS{}, dir, InitOptions{SANs: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Load(vfs.OS{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.NodeKey.Equal(id.NodeKey) || !again.Service.Key.Equal(id.Service.Key) || !bytes.Equal(again.NodeCertPEM, id.NodeCertPEM) {
+		t.Errorf("Load returned another identity than Init created")
+	}
+	node, err := identity.ParseCertPEM(id.NodeCertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.CheckSignatureFrom(id.Service.Cert); err != nil {
+		t.Errorf("node certificate not endorsed by the service: %v", err)
+	}
+	if _, err := Init(vfs.OS{}, dir, InitOptions{}); err == nil {
+		t.Errorf("Init over an existing node succeeded")
+	}
+	// No private key is in the clear on disk.
+	keyPEM, _ := identity.EncodeKeyPEM(id.NodeKey)
+	svcPEM, _ := identity.EncodeKeyPEM(id.Service.Key)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		if bytes.Contains(b, keyPEM) || bytes.Contains(b, svcPEM) || bytes.Contains(b, []byte("PRIVATE KEY")) {
+			t.Errorf("%s holds a private key in the clear", e.Name())
+		}
+	}
+}
+
+func TestLoadRefusesTamperedSeal(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(vfs.OS{}, dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, ledgerSecretFile)
+	b, _ := os.ReadFile(p)
+	b[len(b)-1] ^= 1
+	os.WriteFile(p, b, 0o600)
+	if _, err := Load(vfs.OS{}, dir); err == nil {
+		t.Errorf("Load with a tampered sealed ledger secret succeeded")
+	}
+}
+
+func TestLoadEmptyDir(t *testing.T) {
+	if _, err := Load(vfs.OS{}, t.TempDir()); !errors.Is(err, ErrNotInitialized) {
+		t.Errorf("Load of an empty directory: err = %v, want ErrNotInitialized", err)
+	}
+}
+
+// TestInitDurable cuts power right after Init returns: the node survives.
+func TestInitDurable(t *testing.T) {
+	fsys := lazyfs.New()
+	id, err := Init(fsys, "/data/node", InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys.Crash()
+	again, err := Load(fsys, "/data/node")
+	if err != nil {
+		t.Fatalf("after a power cut: %v", err)
+	}
+	if !again.NodeKey.Equal(id.NodeKey) {
+		t.Errorf("node key changed across the power cut")
+	}
+}
