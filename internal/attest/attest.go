@@ -168,11 +168,11 @@ type OpenIDConfiguration struct {
 // OpenIDConfiguration returns the OpenID metadata.
 func (s *Service) OpenIDConfiguration() OpenIDConfiguration {
 	return OpenIDConfiguration{
-		Issuer:          s.cfg.Issuer,
-		JWKSURI:         s.cfg.Issuer + "/certs",
-		SigningAlgs:     []string{string(jose.ES256)},
-		ResponseTypes:   []string{"token"},
-		ClaimsSupported: []string{"iss", "iat", "exp", "nbf", "jti", "aud", "nonce", "x-ms-ver", "x-ms-attestation-type", "x-ms-policy-hash", "x-ms-runtime", "x-parley-measurement", "x-parley-virtual", "x-ms-sevsnpvm-launchmeasurement", "x-ms-sevsnpvm-is-debuggable", "x-ms-sevsnpvm-hostdata", "x-ms-sevsnpvm-reportdata", "tdx_mrtd", "tdx_rtmr0", "tdx_report_data", "dbgstat"},
+		Issuer:                 s.cfg.Issuer,
+		JWKSURI:                s.cfg.Issuer + "/certs",
+		SigningAlgs:            []string{string(jose.ES256)},
+		ResponseTypes:          []string{"token"},
+		ClaimsSupported:        []string{"iss", "iat", "exp", "nbf", "jti", "aud", "nonce", "x-ms-ver", "x-ms-attestation-type", "x-ms-policy-hash", "x-ms-runtime", "x-parley-measurement", "x-parley-virtual", "x-ms-sevsnpvm-launchmeasurement", "x-ms-sevsnpvm-is-debuggable", "x-ms-sevsnpvm-hostdata", "x-ms-sevsnpvm-reportdata", "tdx_mrtd", "tdx_rtmr0", "tdx_report_data", "dbgstat"},
 		TokenEndpointAuthMeths: []string{"none"},
 	}
 }
