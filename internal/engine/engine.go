@@ -79,6 +79,11 @@ type Config struct {
 	// RaftID is this node's raft id, 1 when zero.
 	RaftID uint64
 	Logger *slog.Logger
+	// UnsafeTruncateCorruptTail lets Open cut a damaged tail of the open
+	// chunk that is not a plain torn write (see storage.Options). Without it
+	// a ledger that does not check out is never opened for writing. It can
+	// lose data; it is for an operator who has read the error.
+	UnsafeTruncateCorruptTail bool
 	// Observer, when set, sees every transaction enter and leave the log.
 	Observer Observer
 	// testOnlyNow overrides time.Now in tests.
@@ -215,7 +220,7 @@ func Open(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	log, err := storage.Open(cfg.Dir, storage.Options{FS: cfg.FS, ChunkSize: cfg.ChunkSize, Logger: cfg.Logger})
+	log, err := storage.Open(cfg.Dir, storage.Options{FS: cfg.FS, ChunkSize: cfg.ChunkSize, Logger: cfg.Logger, AllowTruncateCorruption: cfg.UnsafeTruncateCorruptTail})
 	if err != nil {
 		return nil, fmt.Errorf("open ledger: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/node"
 	"github.com/parleyhq/parley/internal/receipt"
+	"github.com/parleyhq/parley/internal/storage"
 	"github.com/parleyhq/parley/internal/vfs"
 )
 
@@ -355,5 +357,55 @@ func TestConsistencyProof(t *testing.T) {
 	p.Proof[0] = p.Proof[1]
 	if err := receipt.VerifyConsistency(p, n.id.Service.Cert); err == nil {
 		t.Errorf("a corrupted consistency proof verifies")
+	}
+}
+
+// TestOpenRefusesRewrittenLedger rewrites a ledger with one transaction
+// replaced by an empty (no-op) entry in well-formed frames: the frames'
+// checksums hold, but the next signature no longer signs the tree, and the
+// engine refuses to open the ledger for writing, saying why.
+func TestOpenRefusesRewrittenLedger(t *testing.T) {
+	n := newTestNode(t, vfs.OS{}, t.TempDir())
+	e := n.open(t)
+	var last ledger.TxID
+	for i := 0; i < 10; i++ {
+		last = put(t, e, "public:m", fmt.Sprint(i), "v")
+	}
+	waitCommitted(t, e, last)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	src, err := storage.Open(n.config().Dir, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := src.Entries(src.FirstIndex(), src.LastIndex()+1, 1<<30)
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ents {
+		if ents[i].Index == last.Seqno-2 {
+			ents[i].Data = nil
+		}
+	}
+	forged := filepath.Join(t.TempDir(), "ledger")
+	dst, err := storage.Open(forged, storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Append(ents); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.config()
+	cfg.Dir = forged
+	if e, err := Open(cfg); err == nil {
+		e.Close()
+		t.Fatal("Open of a rewritten ledger succeeded")
+	} else if !strings.Contains(err.Error(), "hash to") {
+		t.Errorf("Open error = %q, want it to say the signed root does not match", err)
 	}
 }

@@ -602,6 +602,14 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte) error {
 		e.mu.Unlock()
 		return fmt.Errorf("entry %s: tree has %d leaves, want %d", id, e.tree.Size(), index-1)
 	}
+	if sig != nil {
+		// The signature must sign the tree this node holds: a ledger whose
+		// entries were replaced (even with valid frames) stops here.
+		if root := e.tree.Root(); sig.Root != hex.EncodeToString(root[:]) || sig.Seqno != index || sig.View != term {
+			e.mu.Unlock()
+			return fmt.Errorf("signature %s signs root %s of %d.%d, but the entries before it hash to %x", id, sig.Root, sig.View, sig.Seqno, root)
+		}
+	}
 	e.tree.Append(p.Leaf())
 	if sig != nil {
 		e.sigs = append(e.sigs, index)

@@ -59,6 +59,11 @@ type Config struct {
 	// MaxBatch bounds the entries of one POST /app/transactions:batch
 	// (1000).
 	MaxBatch int `json:"maxBatch,omitempty"`
+	// UnsafeTruncateCorruptTail lets the node cut a damaged tail of the
+	// ledger's open chunk that is not a plain torn write. Without it a node
+	// refuses to start on a ledger that does not check out, and says why.
+	// It can lose data: set it only after reading that error.
+	UnsafeTruncateCorruptTail bool `json:"unsafeTruncateCorruptTail,omitempty"`
 	// DebugAddress, when set, serves Go's profiler (net/http/pprof) on this
 	// address, which must be a loopback one: it has no authentication.
 	DebugAddress string `json:"debugAddress,omitempty"`

@@ -97,15 +97,16 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	node.WarnNoTEE(logger, dir)
 	idx := app.NewIndex()
 	eng, err := engine.Open(engine.Config{
-		Dir:               filepath.Join(dir, node.LedgerDir),
-		FS:                fsys,
-		Secret:            id.Secret,
-		NodeKey:           id.NodeKey,
-		NodeCertPEM:       id.NodeCertPEM,
-		SignatureInterval: time.Duration(cfg.SignatureInterval),
-		SignatureTxCount:  cfg.SignatureTxCount,
-		Logger:            logger.With(slog.String("component", "engine")),
-		Observer:          idx,
+		Dir:                       filepath.Join(dir, node.LedgerDir),
+		FS:                        fsys,
+		Secret:                    id.Secret,
+		NodeKey:                   id.NodeKey,
+		NodeCertPEM:               id.NodeCertPEM,
+		SignatureInterval:         time.Duration(cfg.SignatureInterval),
+		SignatureTxCount:          cfg.SignatureTxCount,
+		Logger:                    logger.With(slog.String("component", "engine")),
+		Observer:                  idx,
+		UnsafeTruncateCorruptTail: cfg.UnsafeTruncateCorruptTail,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
