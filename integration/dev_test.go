@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +47,48 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// recordSourceInputs reads the module's Go sources, go.mod and go.sum, and
+// every file under integration/testdata, so that `go test` keys its cached
+// result on them. The parley binary is built by TestMain and the Python
+// checks run in a subprocess, both outside what the test cache sees: without
+// this a result cached before a server change would be replayed after it.
+func recordSourceInputs(t *testing.T) {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testdata := filepath.Join(root, "integration", "testdata")
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while we walk: not an input
+		}
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		inTestdata := p == testdata || strings.HasPrefix(p, testdata+string(filepath.Separator))
+		switch {
+		case d.IsDir():
+			// Skip what the go command ignores, except our testdata.
+			if p != root && !inTestdata && (name == "testdata" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_")) {
+				return filepath.SkipDir
+			}
+			return nil
+		case inTestdata && !strings.HasSuffix(name, ".pyc"),
+			name == "go.mod", name == "go.sum",
+			strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"):
+			if _, err := os.ReadFile(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("record test inputs: %v", err)
+	}
+}
+
 // devNode is a running `parley dev`.
 type devNode struct {
 	t      *testing.T
@@ -70,6 +113,7 @@ func freePort(t *testing.T) int {
 // startDev starts `parley dev` on dir and waits for /health.
 func startDev(t *testing.T, dir string) *devNode {
 	t.Helper()
+	recordSourceInputs(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n := &devNode{t: t, dir: dir, url: "https://" + addr, logs: &bytes.Buffer{}, done: make(chan error, 1)}
 	n.cmd = exec.Command(parleyBin, "dev", "--dir", dir, "--addr", addr)

@@ -18,6 +18,7 @@ import copy
 import datetime
 import hashlib
 import hmac
+import asyncio
 import json
 import os
 import struct
@@ -40,10 +41,12 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 import azure.confidentialledger._patch as ledger_patch
+import azure.confidentialledger.aio._patch as ledger_aio_patch
 from azure.confidentialledger import (
     ConfidentialLedgerCertificateCredential,
     ConfidentialLedgerClient,
 )
+from azure.confidentialledger.aio import ConfidentialLedgerClient as AsyncConfidentialLedgerClient
 
 # Poll fast: the SDK's default interval is 0.5 s and Parley commits in ms.
 POLL = 0.005
@@ -54,7 +57,7 @@ DEFAULT_COLLECTION = "subledger:0"
 CHECKS = []
 # Collections of this run, unique so the script can run twice on one ledger.
 _RUN = os.urandom(4).hex()
-COL = {n: "%s-%s" % (n, _RUN) for n in ("conf-a", "conf-page", "conf-users", "conf-bad", "conf-other", "conf-early")}
+COL = {n: "%s-%s" % (n, _RUN) for n in ("conf-a", "conf-page", "conf-users", "conf-bad", "conf-other", "conf-early", "conf-async")}
 # The paged collection's id needs escaping in a query and in nextLink. It
 # avoids + & # % ; which SDK 1.0.1 cannot page through (on any server): its
 # generated paging code decodes nextLink's query and sends the values back
@@ -247,6 +250,24 @@ def fingerprints(cert):
     return h, ":".join(h[i:i + 2] for i in range(0, 64, 2)).upper()
 
 
+def bounded_pages(pager, most):
+    """The pages of an SDK pager holding at most `most` items: a server whose
+    nextLink never ends fails here instead of looping."""
+    pages, n = [], 0
+    for page in pager.by_page():
+        pages.append(list(page))
+        n += len(pages[-1])
+        if n > most or len(pages) > most // PAGE_SIZE + 2:
+            raise AssertionError("pager still going after %d items in %d pages, want at most %d items"
+                                 % (n, len(pages), most))
+    return pages
+
+
+def bounded_items(pager, most):
+    """The items of an SDK pager holding at most `most` items."""
+    return [item for page in bounded_pages(pager, most) for item in page]
+
+
 class NoIdentityService:
     """Stands in for the identity-service client: the pinned file exists, so the
     SDK must never construct it."""
@@ -265,6 +286,7 @@ def main(endpoint, service_cert_path, client_pem_path):
         service_cert = x509.load_pem_x509_certificate(f.read())
 
     ledger_patch.ConfidentialLedgerCertificateClient = NoIdentityService
+    ledger_aio_patch.ConfidentialLedgerCertificateClient = NoIdentityService
 
     def make_client(pem_path, **kwargs):
         return ConfidentialLedgerClient(
@@ -412,7 +434,7 @@ def main(endpoint, service_cert_path, client_pem_path):
         r = client.create_ledger_entry({"contents": "page entry %d" % i}, collection_id=COL["conf-page"])
         ids.append(r["transactionId"])
     client.begin_wait_for_commit(ids[-1], polling_interval=POLL).result()
-    pages = [list(p) for p in client.list_ledger_entries(collection_id=COL["conf-page"]).by_page()]
+    pages = bounded_pages(client.list_ledger_entries(collection_id=COL["conf-page"]), count)
     expect(len(pages) >= 2, "%d entries came in %d page(s), want at least 2" % (count, len(pages)))
     entries = [e for p in pages for e in p]
     expect([e["transactionId"] for e in entries] == ids,
@@ -422,17 +444,17 @@ def main(endpoint, service_cert_path, client_pem_path):
     check("list_ledger_entries: %d entries over %d pages (sizes %s) via nextLink"
           % (len(entries), len(pages), [len(p) for p in pages]))
 
-    flat = list(client.list_ledger_entries(collection_id=COL["conf-page"]))
+    flat = bounded_items(client.list_ledger_entries(collection_id=COL["conf-page"]), count)
     expect([e["transactionId"] for e in flat] == ids, "item iteration differs from pages")
-    ranged = list(client.list_ledger_entries(collection_id=COL["conf-page"],
-                                             from_transaction_id=ids[10], to_transaction_id=ids[20]))
+    ranged = bounded_items(client.list_ledger_entries(collection_id=COL["conf-page"],
+                                                      from_transaction_id=ids[10], to_transaction_id=ids[20]), 11)
     expect([e["transactionId"] for e in ranged] == ids[10:21], "range %r" % [e["transactionId"] for e in ranged])
-    ranged = list(client.list_ledger_entries(collection_id=COL["conf-page"],
-                                             from_transaction_id=ids[5], to_transaction_id=ids[-3]).by_page())
-    ranged = [list(p) for p in ranged]
+    ranged = bounded_pages(client.list_ledger_entries(collection_id=COL["conf-page"],
+                                                      from_transaction_id=ids[5], to_transaction_id=ids[-3]),
+                           count - 7)
     expect([e["transactionId"] for p in ranged for e in p] == ids[5:-2] and len(ranged) == 2,
            "range over pages: %d pages, %d entries" % (len(ranged), sum(len(p) for p in ranged)))
-    default = list(client.list_ledger_entries())
+    default = bounded_items(client.list_ledger_entries(), count)
     expect(txid in [e["transactionId"] for e in default]
            and all(e["collectionId"] == DEFAULT_COLLECTION for e in default),
            "default collection lists %r" % default)
@@ -492,7 +514,7 @@ def main(endpoint, service_cert_path, client_pem_path):
     check("deleting the last Administrator -> 409 ResourceExistsError")
 
     # --- collections, governance, evidence
-    collections = {c["collectionId"] for c in client.list_collections()}
+    collections = {c["collectionId"] for c in bounded_items(client.list_collections(), 1000)}
     want = {DEFAULT_COLLECTION, COL["conf-a"], COL["conf-page"], COL["conf-users"]}
     expect(want <= collections, "collections %r, want %r" % (collections, want))
     check("list_collections -> %s" % sorted(collections))
@@ -503,7 +525,7 @@ def main(endpoint, service_cert_path, client_pem_path):
            "constitution digest is not SHA-256 of the script")
     check("get_constitution, digest = SHA-256(script)")
 
-    members = list(client.list_consortium_members())
+    members = bounded_items(client.list_consortium_members(), 100)
     expect(len(members) >= 1, "no members")
     for m in members:
         mc = x509.load_pem_x509_certificate(m["certificate"].encode("ascii"))
@@ -533,7 +555,8 @@ def main(endpoint, service_cert_path, client_pem_path):
                   status=400, code="InvalidInput")
     expect_raises(ResourceNotFoundError, lambda: client.get_current_ledger_entry(collection_id=COL["conf-bad"]),
                   status=404)
-    expect(COL["conf-bad"] not in {c["collectionId"] for c in client.list_collections()}, "conf-bad was created")
+    expect(COL["conf-bad"] not in {c["collectionId"] for c in bounded_items(client.list_collections(), 1000)},
+           "conf-bad was created")
     check("oversized entry, too-long collection id, no contents -> 400 with ACL codes; nothing written")
 
     expect_raises(HttpResponseError, lambda: client.get_ledger_entry("not-a-txid"),
@@ -549,9 +572,61 @@ def main(endpoint, service_cert_path, client_pem_path):
                   lambda: client.begin_wait_for_commit(missing, polling_interval=POLL).result(), status=404)
     check("bad and unknown transaction ids -> 400 / ResourceNotFoundError, wait_for_commit gives up")
 
-    expect(len(receipts) >= 6, "only %d receipts verified" % len(receipts))
+    asyncio.run(check_async(endpoint, service_cert_path, client_pem_path, client, verified, txid))
+
+    expect(len(receipts) >= 8, "only %d receipts verified" % len(receipts))
     print("verified %d receipts, %d checks, %.1fs" % (len(receipts), len(CHECKS), time.monotonic() - start))
     print("acl conformance: all checks passed", flush=True)
+
+
+async def check_async(endpoint, service_cert_path, client_pem_path, sync_client, verified, txid):
+    """The same ledger through the SDK's asyncio client (aiohttp transport)."""
+    async with AsyncConfidentialLedgerClient(
+        endpoint,
+        credential=ConfidentialLedgerCertificateCredential(client_pem_path),
+        ledger_certificate_path=service_cert_path,
+    ) as client:
+        poller = await client.begin_create_ledger_entry(
+            {"contents": "conformance: async"}, collection_id=COL["conf-async"], polling_interval=POLL
+        )
+        created = await poller.result()
+        a_txid = created["transactionId"]
+        expect(created["collectionId"] == COL["conf-async"], "created %r" % created)
+        status = await client.get_transaction_status(a_txid)
+        expect(status["state"] == "Committed", "status %r" % status)
+        got = await (await client.begin_get_ledger_entry(a_txid, polling_interval=POLL)).result()
+        expect(got["entry"]["contents"] == "conformance: async", "entry %r" % got)
+        verified(await (await client.begin_get_receipt(a_txid, polling_interval=POLL)).result(), a_txid)
+        check("aio: begin_create_ledger_entry, begin_get_ledger_entry, begin_get_receipt (verified)")
+
+        # Write the page through the blocking client: azure-core's aiohttp
+        # transport builds a new SSL context, hence a new TLS connection,
+        # for every request (~15 ms each here).
+        ids = [sync_client.create_ledger_entry({"contents": "async page %d" % i},
+                                               collection_id=COL["conf-async"])["transactionId"]
+               for i in range(PAGE_SIZE + 5)]
+        await (await client.begin_wait_for_commit(ids[-1], polling_interval=POLL)).result()
+        pages = []
+        async for page in client.list_ledger_entries(collection_id=COL["conf-async"]).by_page():
+            pages.append([e async for e in page])
+            expect(len(pages) <= 3, "async pager did not stop")
+        listed = [e["transactionId"] for p in pages for e in p]
+        expect(listed == [a_txid] + ids, "async list: %d ids, want %d" % (len(listed), len(ids) + 1))
+        check("aio: list_ledger_entries %d entries over %d pages" % (len(listed), len(pages)))
+
+        try:
+            await client.get_transaction_status("%s.%d" % (txid.split(".")[0], 10 ** 9))
+        except ResourceNotFoundError:
+            pass
+        else:
+            raise AssertionError("aio: unknown transaction did not raise ResourceNotFoundError")
+        try:
+            await client.create_ledger_entry({"contents": "x" * 9000})
+        except HttpResponseError as e:
+            expect(e.status_code == 400 and e.error.code == "EntrySizeCapacityExceeded", "aio: %s" % e)
+        else:
+            raise AssertionError("aio: oversized entry accepted")
+        check("aio: 404 -> ResourceNotFoundError, oversized entry -> 400 EntrySizeCapacityExceeded")
 
 
 if __name__ == "__main__":
