@@ -47,6 +47,7 @@ from azure.confidentialledger import (
     ConfidentialLedgerClient,
 )
 from azure.confidentialledger.aio import ConfidentialLedgerClient as AsyncConfidentialLedgerClient
+from azure.confidentialledger.certificate import ConfidentialLedgerCertificateClient
 
 # Poll fast: the SDK's default interval is 0.5 s and Parley commits in ms.
 POLL = 0.005
@@ -324,6 +325,32 @@ def main(endpoint, service_cert_path, client_pem_path):
     )
     expect_raises(ServiceRequestError, lambda: wrong.get_constitution())
     check("a client pinning another certificate is refused by TLS")
+
+    # The identity service: Parley serves GET /ledgerIdentity/{ledgerId}. The
+    # SDK's certificate client is pointed at it (its default host is Azure's)
+    # and, for this bootstrap call only, trusts the service certificate.
+    identity = ConfidentialLedgerCertificateClient(endpoint, connection_verify=service_cert_path)
+    got = identity.get_ledger_identity("parley")
+    expect(got["ledgerId"] == "parley", "ledgerId %r" % got.get("ledgerId"))
+    expect(x509.load_pem_x509_certificate(got["ledgerTlsCertificate"].encode("ascii")) == service_cert,
+           "ledgerTlsCertificate is not the service certificate")
+
+    # The SDK's own first-use path: no certificate file yet, so the client
+    # fetches it from the identity service, writes it and pins it.
+    def parley_identity(**kwargs):
+        return ConfidentialLedgerCertificateClient(endpoint, connection_verify=service_cert_path, **kwargs)
+    ledger_patch.ConfidentialLedgerCertificateClient = parley_identity
+    fetched_path = os.path.join(workdir, "fetched_service_cert.pem")
+    fetched = ConfidentialLedgerClient(
+        endpoint,
+        credential=ConfidentialLedgerCertificateCredential(client_pem_path),
+        ledger_certificate_path=fetched_path,
+    )
+    ledger_patch.ConfidentialLedgerCertificateClient = NoIdentityService
+    with open(fetched_path, "rb") as f:
+        expect(x509.load_pem_x509_certificate(f.read()) == service_cert, "the SDK wrote another certificate")
+    expect(fetched.get_constitution()["digest"], "no constitution digest")
+    check("get_ledger_identity returns the service certificate; a client without one fetches, writes and pins it")
 
     # --- create, wait for commit, read back, default collection
     first = client.create_ledger_entry({"contents": "conformance: first entry"})
