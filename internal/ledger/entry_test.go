@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -213,4 +214,22 @@ func BenchmarkSeal1KiB(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func FuzzParseSignature(f *testing.F) {
+	f.Add([]byte(`{"node":"ab","view":2,"seqno":9,"commit_view":2,"commit_seqno":7,"root":"` + strings.Repeat("00", 32) + `","sig":"MEUCIQ==","cert":"x"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"seqno":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseSignature(b)
+		if err != nil {
+			if s != nil {
+				t.Fatalf("ParseSignature returned a value with error %v", err)
+			}
+			return
+		}
+		if s.Seqno < 2 || len(s.Root) != 64 || s.TreeSize() != s.Seqno-1 {
+			t.Fatalf("ParseSignature accepted %+v", s)
+		}
+	})
 }
