@@ -87,7 +87,7 @@ type Config struct {
 	Lifetime time.Duration
 	// Now is the clock, time.Now when nil.
 	Now func() time.Time
-	// VerifyOptions for evidence (the clock is Now's).
+	// Logger warns of every token issued for virtual evidence.
 	Logger *slog.Logger
 }
 

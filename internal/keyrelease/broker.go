@@ -13,11 +13,11 @@
 // # Wrapping
 //
 // An RSA runtime key (2048 bits or more, what Azure's SKR uses) gets
-// RSA-OAEP-256 of the key bytes, the key's name bound as the OAEP label; an EC P-256 or P-384 runtime key gets
-// HPKE (RFC 9180, Go's crypto/hpke) with AES-256-GCM, the key's name bound
-// as info. Keys are symmetric and at most 64 bytes, so RSA-OAEP alone fits
-// and Azure's extra AES key-wrap layer (CKM_RSA_AES_KEY_WRAP, needed for
-// wrapping RSA private keys) is not used.
+// RSA-OAEP-256 of the key bytes, the key's name bound as the OAEP label;
+// an EC P-256 or P-384 runtime key gets HPKE (RFC 9180, Go's crypto/hpke)
+// with AES-256-GCM, the key's name bound as info. Keys are symmetric and at
+// most 64 bytes, so RSA-OAEP alone fits, and Azure's extra AES key-wrap
+// layer (CKM_RSA_AES_KEY_WRAP, needed to wrap RSA private keys) is not used.
 package keyrelease
 
 import (
