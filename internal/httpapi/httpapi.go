@@ -28,7 +28,9 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/ledger"
 )
 
@@ -70,6 +72,11 @@ type Config struct {
 	MaxBatch int
 	// WaitTimeout bounds how long a write with wait=committed waits.
 	WaitTimeout time.Duration
+	// Attestation, when set, serves /attest/{platform}, /certs,
+	// /.well-known/openid-configuration and /app/attestation/policy.
+	Attestation *attest.Service
+	// Keys, when set, serves /app/keys/{name}.
+	Keys *keyrelease.Broker
 }
 
 // Handler is the REST API of one node. It is an http.Handler; the
@@ -147,6 +154,7 @@ func New(cfg Config) *Handler {
 		"GET /ledgerIdentity/{ledgerId}":                {app.RoleNone, true, false, h.getLedgerIdentity},
 		"GET /health":                                   {app.RoleNone, false, false, h.getHealth},
 	}
+	h.attestRoutes(routes)
 	for pattern, ep := range routes {
 		h.mux.Handle(pattern, h.serve(ep))
 	}

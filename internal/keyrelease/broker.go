@@ -77,6 +77,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,127}$`)
 type Ledger interface {
 	Begin() *kv.Tx
 	Commit(ctx context.Context, tx *kv.Tx, opts engine.CommitOptions) (ledger.TxID, error)
+	WaitCommitted(ctx context.Context, id ledger.TxID) error
 }
 
 // TokenVerifier checks an attestation token and returns its claims;
@@ -286,6 +287,11 @@ func (b *Broker) Release(ctx context.Context, name string, req ReleaseRequest, u
 	if err != nil {
 		// A conflict means the key changed under us; the caller may retry.
 		return nil, ledger.TxID{}, fmt.Errorf("record release: %w", err)
+	}
+	// The key leaves only once its release record is committed, so that
+	// no key is ever out without its record on the ledger.
+	if err := b.led.WaitCommitted(ctx, id); err != nil {
+		return nil, ledger.TxID{}, fmt.Errorf("wait for the release %v to commit: %w", id, err)
 	}
 	return &Released{Name: name, Kty: rec.Kty, Enc: enc, Kid: jwk.KeyID, Ciphertext: ct, ReleaseID: releaseID}, id, nil
 }
