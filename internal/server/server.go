@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/node"
 	"github.com/parleyhq/parley/internal/vfs"
 )
@@ -126,7 +128,14 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		eng.Close()
 		return nil, fmt.Errorf("service certificate: %w", err)
 	}
+	svc, broker, err := attestation(cfg, id, eng, logger)
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
 	handler := httpapi.New(httpapi.Config{
+		Attestation:     svc,
+		Keys:            broker,
 		App:             s.app,
 		Engine:          eng,
 		ServiceCertPEM:  serviceCertPEM,
@@ -151,6 +160,46 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	return s, nil
+}
+
+// attestation makes the node's attestation service and key broker. Tokens
+// are signed by a key derived from the service key (attest.DeriveSigningKey),
+// so nothing new is stored and every node of the service signs with the same
+// key; its certificate, issued by the service key at each start, chains the
+// JWKS to the service certificate. The issuer is https://HOST[:PORT] with
+// HOST the first subject alternative name (or the listen host).
+func attestation(cfg Config, id *node.Identity, eng *engine.Engine, logger *slog.Logger) (*attest.Service, *keyrelease.Broker, error) {
+	key, err := attest.DeriveSigningKey(id.Service.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	certDER, err := attest.NewSigningCertificate(id.Service.Cert, id.Service.Key, &key.PublicKey, 365*24*time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, port, _ := net.SplitHostPort(cfg.ListenAddress)
+	if len(cfg.SubjectAltNames) > 0 {
+		host = cfg.SubjectAltNames[0]
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	issuer := "https://" + host
+	if port != "" && port != "0" && port != "443" {
+		issuer = "https://" + net.JoinHostPort(host, port)
+	}
+	svc, err := attest.New(attest.Config{
+		Issuer:  issuer,
+		Key:     key,
+		CertDER: certDER,
+		Policy:  attest.LedgerPolicy(eng),
+		Logger:  logger.With(slog.String("component", "attest")),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	broker := keyrelease.New(eng, &attest.Verifier{Keys: svc.JWKS(), Issuer: issuer, Audience: issuer})
+	return svc, broker, nil
 }
 
 // TLSConfig is the server's TLS configuration: the node certificate
