@@ -46,6 +46,8 @@ func subcommands() []*cobra.Command {
 		newVerifyCmd(),
 		newLedgerCmd(),
 		newBenchCmd(),
+		newAttestCmd(),
+		newKeysCmd(),
 	}
 }
 
