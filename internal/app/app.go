@@ -18,13 +18,16 @@ import (
 
 // Map names; see the package documentation for their keys and values.
 const (
-	EntriesMap      = "acl.entries"
-	CollectionsMap  = "acl.collections"
-	TagsMap         = "acl.tags"
-	CountersMap     = "acl.counters"
-	UsersMap        = "public:acl.users"
-	MembersMap      = "public:ccf.gov.members.certs"
-	ConstitutionMap = "public:ccf.gov.constitution"
+	EntriesMap     = "acl.entries"
+	CollectionsMap = "acl.collections"
+	TagsMap        = "acl.tags"
+	CountersMap    = "acl.counters"
+	UsersMap       = "public:acl.users"
+	MembersMap     = "public:ccf.gov.members.certs"
+	// MemberEncryptionKeysMap holds members' encryption public keys (PEM)
+	// by member id; package gov owns the other governance maps.
+	MemberEncryptionKeysMap = "public:ccf.gov.members.encryption_public_keys"
+	ConstitutionMap         = "public:ccf.gov.constitution"
 )
 
 // DefaultCollection is the collection of entries written without one, as in

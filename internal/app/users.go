@@ -257,6 +257,9 @@ type Genesis struct {
 	Users map[string][]Role
 	// Members are member certificates, PEM, by canonical id.
 	Members map[string]string
+	// MemberEncryptionKeys are members' encryption public keys (PEM), by
+	// canonical id, for recovery shares (see package gov).
+	MemberEncryptionKeys map[string]string
 	// Constitution is the script; DefaultConstitution when empty.
 	Constitution string
 }
@@ -297,6 +300,9 @@ func (a *App) WriteGenesis(ctx context.Context, g Genesis) (ledger.TxID, error) 
 		}
 		for id, pem := range g.Members {
 			tx.Put(MembersMap, id, []byte(pem))
+		}
+		for id, pem := range g.MemberEncryptionKeys {
+			tx.Put(MemberEncryptionKeysMap, id, []byte(pem))
 		}
 		tx.Put(ConstitutionMap, "", []byte(g.Constitution))
 		return nil

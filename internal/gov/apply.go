@@ -1,0 +1,176 @@
+package gov
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/kv"
+)
+
+// state is what an action applies to: the transaction that accepts its
+// proposal.
+type state struct {
+	tx         *kv.Tx
+	proposalID string
+}
+
+// errApply marks an action that could not apply to the current state; its
+// proposal becomes Failed.
+var errApply = errors.New("action does not apply")
+
+func applyErr(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, errApply)...)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("gov: encode " + err.Error()) // only plain structs are encoded
+	}
+	return b
+}
+
+func (a setMember) apply(s *state) error {
+	s.tx.Put(MembersMap, a.id, []byte(a.certPEM))
+	if a.encPEM != "" {
+		s.tx.Put(EncryptionKeysMap, a.id, []byte(a.encPEM))
+	} else {
+		s.tx.Delete(EncryptionKeysMap, a.id)
+	}
+	s.tx.Put(MembersInfoMap, a.id, mustJSON(MemberInfo{Status: MemberActive, MemberData: a.data}))
+	return nil
+}
+
+func (a removeMember) apply(s *state) error {
+	if _, ok := s.tx.Get(MembersMap, a.id); !ok {
+		return applyErr("member %s does not exist", a.id)
+	}
+	n := countKeys(s.tx, MembersMap)
+	if n <= 1 {
+		return applyErr("member %s is the last member", a.id)
+	}
+	if rt := recoveryThresholdOf(s.tx); rt > 0 {
+		recovery := countKeys(s.tx, EncryptionKeysMap)
+		if _, ok := s.tx.Get(EncryptionKeysMap, a.id); ok && recovery-1 < rt {
+			return applyErr("removing member %s would leave %d recovery members, under the recovery threshold %d", a.id, recovery-1, rt)
+		}
+	}
+	s.tx.Delete(MembersMap, a.id)
+	s.tx.Delete(EncryptionKeysMap, a.id)
+	s.tx.Delete(MembersInfoMap, a.id)
+	s.tx.Delete(CountersMap, a.id)
+	return nil
+}
+
+func (a setUser) apply(s *state) error {
+	v := struct {
+		AssignedRoles []string `json:"assignedRoles"`
+	}{}
+	for _, r := range a.roles {
+		v.AssignedRoles = append(v.AssignedRoles, r.String())
+	}
+	s.tx.Put(app.UsersMap, a.id, mustJSON(v))
+	return nil
+}
+
+func (a removeUser) apply(s *state) error {
+	if _, ok := s.tx.Get(app.UsersMap, a.id); !ok {
+		return applyErr("user %s does not exist", a.id)
+	}
+	s.tx.Delete(app.UsersMap, a.id)
+	return nil
+}
+
+func (a measurement) apply(s *state) error {
+	if a.add {
+		s.tx.Put(MeasurementsMap, a.key, []byte(`"AllowedToJoin"`))
+		return nil
+	}
+	if _, ok := s.tx.Get(MeasurementsMap, a.key); !ok {
+		return applyErr("measurement %s is not allowed", a.key)
+	}
+	s.tx.Delete(MeasurementsMap, a.key)
+	return nil
+}
+
+func (a setJWTIssuer) apply(s *state) error {
+	s.tx.Put(JWTIssuersMap, a.issuer, mustJSON(a.value))
+	return nil
+}
+
+func (a removeJWTIssuer) apply(s *state) error {
+	if _, ok := s.tx.Get(JWTIssuersMap, a.issuer); !ok {
+		return applyErr("issuer %.100q is not set", a.issuer)
+	}
+	s.tx.Delete(JWTIssuersMap, a.issuer)
+	return nil
+}
+
+// ServiceConfig is the value of ServiceConfigMap's key "".
+type ServiceConfig struct {
+	RecoveryThreshold int `json:"recoveryThreshold"`
+}
+
+func recoveryThresholdOf(tx *kv.Tx) int {
+	var c ServiceConfig
+	if b, ok := tx.Get(ServiceConfigMap, ""); ok {
+		_ = json.Unmarshal(b, &c)
+	}
+	return c.RecoveryThreshold
+}
+
+func (a recoveryThreshold) apply(s *state) error {
+	if n := countKeys(s.tx, EncryptionKeysMap); a.n > n {
+		return applyErr("recovery threshold %d over the %d members with an encryption key", a.n, n)
+	}
+	var c ServiceConfig
+	if b, ok := s.tx.Get(ServiceConfigMap, ""); ok {
+		_ = json.Unmarshal(b, &c)
+	}
+	c.RecoveryThreshold = a.n
+	s.tx.Put(ServiceConfigMap, "", mustJSON(c))
+	return nil
+}
+
+func (a setConstitution) apply(s *state) error {
+	s.tx.Put(app.ConstitutionMap, ConstitutionRulesKey, mustJSON(a.c))
+	return nil
+}
+
+// NodeInfo is the value of NodesInfoMap: the status governance gave a node.
+type NodeInfo struct {
+	Status string `json:"status"`
+}
+
+func (a nodeStatus) apply(s *state) error {
+	if a.status == "Retired" {
+		if _, ok := s.tx.Get(NodesInfoMap, a.id); !ok {
+			return applyErr("node %s is not known", a.id)
+		}
+	}
+	s.tx.Put(NodesInfoMap, a.id, mustJSON(NodeInfo{Status: a.status}))
+	return nil
+}
+
+// ServiceInfo is the value of ServiceInfoMap's key "".
+type ServiceInfo struct {
+	Status string `json:"status"`
+}
+
+func (openService) apply(s *state) error {
+	s.tx.Put(ServiceInfoMap, "", mustJSON(ServiceInfo{Status: "Open"}))
+	return nil
+}
+
+func (rotateSecret) apply(s *state) error {
+	s.tx.Put(RekeysMap, s.proposalID, []byte(`{"status":"Requested"}`))
+	return nil
+}
+
+func countKeys(tx *kv.Tx, m string) int {
+	n := 0
+	tx.Foreach(m, func(string, []byte) bool { n++; return true })
+	return n
+}
