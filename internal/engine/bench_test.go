@@ -145,3 +145,4 @@ func BenchmarkRawAppendFsync(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+

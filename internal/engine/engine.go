@@ -180,9 +180,10 @@ type Engine struct {
 type termStart struct{ term, index uint64 }
 
 type request struct {
-	tx     *kv.Tx
-	claims [32]byte
-	reply  chan result
+	tx    *kv.Tx
+	ws    *kv.WriteSet      // tx's writes, for the Observer
+	prep  *ledger.Prepared // the payload, laid out by the submitter
+	reply chan result
 }
 
 type result struct {
@@ -319,7 +320,23 @@ func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (led
 	if tx.ReadOnly() {
 		return e.Current(), nil
 	}
-	req := &request{tx: tx, claims: opts.Claims, reply: make(chan result, 1)}
+	// Encode the write sets into the payload here, in the caller's
+	// goroutine: only what depends on the transaction id is left to the
+	// sequencer.
+	ws := tx.WriteSet()
+	pub, priv := ws.Split()
+	appendPrivate := func(b []byte) ([]byte, error) { return b, nil }
+	if !priv.Empty() {
+		appendPrivate = priv.AppendBinary
+	}
+	prep, err := ledger.Prepare(ledger.KindTx, opts.Claims, sizeHint(ws), pub.AppendBinary, appendPrivate)
+	if err != nil {
+		return ledger.TxID{}, err
+	}
+	if prep.Size() > MaxTxSize {
+		return ledger.TxID{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, prep.Size())
+	}
+	req := &request{tx: tx, ws: ws, prep: prep, reply: make(chan result, 1)}
 	select {
 	case e.submit <- req:
 	case <-e.stop:
@@ -339,6 +356,18 @@ func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (led
 			return ledger.TxID{}, ErrClosed
 		}
 	}
+}
+
+// sizeHint estimates the encoded size of a write set.
+func sizeHint(ws *kv.WriteSet) int {
+	n := 16
+	for _, m := range ws.Maps {
+		n += len(m.Map) + 8
+		for _, w := range m.Writes {
+			n += len(w.Key) + len(w.Value) + 12
+		}
+	}
+	return n
 }
 
 // Current returns the id of the last transaction in this node's log.

@@ -179,31 +179,81 @@ type Tx struct {
 // of the transaction. tx.ID must be the transaction's final id: the nonce
 // and the commit evidence are derived from it.
 func (s *Secret) Seal(dst []byte, tx *Tx) (payload []byte, leaf [32]byte, err error) {
-	if tx.Kind != KindTx && tx.Kind != KindSignature {
-		return nil, leaf, fmt.Errorf("seal: kind %d cannot be sealed", tx.Kind)
+	p, err := Prepare(tx.Kind, tx.Claims, len(tx.Public)+len(tx.Private),
+		func(b []byte) ([]byte, error) { return append(b, tx.Public...), nil },
+		func(b []byte) ([]byte, error) { return append(b, tx.Private...), nil })
+	if err != nil {
+		return nil, leaf, err
 	}
-	if tx.ID.View > MaxView {
-		return nil, leaf, fmt.Errorf("seal: view %d does not fit the nonce", tx.ID.View)
+	payload, leaf, err = s.SealPrepared(p, tx.ID)
+	if err != nil {
+		return nil, leaf, err
 	}
-	start := len(dst)
-	need := fixedSize + len(tx.Public) + len(tx.Private) + tagSize
-	dst = grow(dst, need)[:start+fixedSize]
-	p := dst[start:]
-	clear(p)
-	p[0] = version
-	p[1] = byte(tx.Kind)
-	copy(p[8:40], tx.Claims[:])
-	ce := s.commitEvidenceDigest(tx.ID)
-	copy(p[40:72], ce[:])
-	nonce := Nonce(tx.ID)
-	copy(p[72:84], nonce[:])
-	binary.LittleEndian.PutUint64(p[84:92], uint64(len(tx.Public)))
-	dst = append(dst, tx.Public...)
-	aad := dst[start:]
-	dst = s.aead.Seal(dst, nonce[:], tx.Private, aad)
-	payload = dst[start:]
+	return append(dst, payload...), leaf, nil
+}
+
+// Prepared is a payload laid out before its transaction id is known: the
+// write sets are encoded in place, the id-dependent parts are left blank.
+// Preparing off the sequencer's path (in the submitting goroutine) leaves
+// the sequencer only what needs the id: the nonce, the commit evidence, the
+// encryption (in place) and the digests.
+type Prepared struct {
+	buf     []byte // the payload, with room for the tag
+	kind    Kind
+	claims  [32]byte
+	private int // offset of the private write set
+}
+
+// Prepare lays out a payload: appendPublic and appendPrivate append the
+// encoded public and private write sets (appendPrivate may append nothing);
+// sizeHint is their expected total size.
+func Prepare(kind Kind, claims [32]byte, sizeHint int, appendPublic, appendPrivate func([]byte) ([]byte, error)) (*Prepared, error) {
+	if kind != KindTx && kind != KindSignature {
+		return nil, fmt.Errorf("prepare: kind %d cannot be sealed", kind)
+	}
+	buf := make([]byte, fixedSize, fixedSize+sizeHint+tagSize)
+	buf[0] = version
+	buf[1] = byte(kind)
+	copy(buf[8:40], claims[:])
+	var err error
+	if buf, err = appendPublic(buf); err != nil {
+		return nil, fmt.Errorf("prepare: public write set: %w", err)
+	}
+	binary.LittleEndian.PutUint64(buf[84:92], uint64(len(buf)-fixedSize))
+	private := len(buf)
+	if buf, err = appendPrivate(buf); err != nil {
+		return nil, fmt.Errorf("prepare: private write set: %w", err)
+	}
+	if cap(buf)-len(buf) < tagSize {
+		buf = grow(buf, tagSize)
+	}
+	return &Prepared{buf: buf, kind: kind, claims: claims, private: private}, nil
+}
+
+// Size is the size of the write sets prepared.
+func (p *Prepared) Size() int { return len(p.buf) - fixedSize }
+
+// SealPrepared completes a prepared payload for the transaction id,
+// encrypting the private write set in place, and returns it with the
+// transaction's Merkle leaf. A Prepared is sealed at most once.
+func (s *Secret) SealPrepared(p *Prepared, id TxID) (payload []byte, leaf [32]byte, err error) {
+	if id.View > MaxView {
+		return nil, leaf, fmt.Errorf("seal: view %d does not fit the nonce", id.View)
+	}
+	if p.buf == nil {
+		return nil, leaf, errors.New("seal: payload already sealed")
+	}
+	b := p.buf
+	p.buf = nil
+	ce := s.commitEvidenceDigest(id)
+	copy(b[40:72], ce[:])
+	nonce := Nonce(id)
+	copy(b[72:84], nonce[:])
+	plain := b[p.private:]
+	sealed := s.aead.Seal(plain[:0], nonce[:], plain, b[:p.private])
+	payload = b[:p.private+len(sealed)]
 	wsd := sha256.Sum256(payload[headerSize:])
-	return dst, receipt.Leaf(wsd, ce, tx.Claims), nil
+	return payload, receipt.Leaf(wsd, ce, p.claims), nil
 }
 
 func grow(b []byte, n int) []byte {
