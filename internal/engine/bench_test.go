@@ -145,4 +145,3 @@ func BenchmarkRawAppendFsync(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
-

@@ -181,7 +181,7 @@ type termStart struct{ term, index uint64 }
 
 type request struct {
 	tx    *kv.Tx
-	ws    *kv.WriteSet      // tx's writes, for the Observer
+	ws    *kv.WriteSet     // tx's writes, for the Observer
 	prep  *ledger.Prepared // the payload, laid out by the submitter
 	reply chan result
 }
