@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -494,12 +495,9 @@ func newLedgerCollectionsCmd(cf *connFlags) *cobra.Command {
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
-			out := []api.Collection{}
-			for col, err := range c.Collections(ctx) {
-				if err != nil {
-					return err
-				}
-				out = append(out, col)
+			out, err := collect(c.Collections(ctx))
+			if err != nil {
+				return err
 			}
 			if quiet {
 				for _, col := range out {
@@ -612,12 +610,9 @@ Contributor ⊃ Reader. Only Administrators manage users.`,
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
-			out := []api.LedgerUser{}
-			for u, err := range c.ListUsers(ctx) {
-				if err != nil {
-					return err
-				}
-				out = append(out, u)
+			out, err := collect(c.ListUsers(ctx))
+			if err != nil {
+				return err
 			}
 			if listQuiet {
 				for _, u := range out {
@@ -631,4 +626,17 @@ Contributor ⊃ Reader. Only Administrators manage users.`,
 	list.Flags().BoolVarP(&listQuiet, "quiet", "q", false, "print \"id role\" lines")
 	cmd.AddCommand(get, set, del, list)
 	return cmd
+}
+
+// collect drains a paged listing into a slice (empty, not nil, when there is
+// nothing, so it prints as []).
+func collect[T any](seq iter.Seq2[T, error]) ([]T, error) {
+	out := []T{}
+	for v, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
