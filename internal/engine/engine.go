@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,7 +79,14 @@ type Config struct {
 	TickInterval time.Duration
 	// RaftID is this node's raft id, 1 when zero.
 	RaftID uint64
-	Logger *slog.Logger
+	// Voters are the raft ids of a new service's voting nodes, this one
+	// included; just RaftID when empty (a single voter, which elects itself
+	// at once). Every node of a new service MUST start with the same list.
+	Voters []uint64
+	// Transport carries raft messages to the other nodes; required with
+	// more than one voter. Messages from them come in through Receive.
+	Transport Transport
+	Logger    *slog.Logger
 	// UnsafeTruncateCorruptTail lets Open cut a damaged tail of the open
 	// chunk that is not a plain torn write (see storage.Options). Without it
 	// a ledger that does not check out is never opened for writing. It can
@@ -91,6 +99,13 @@ type Config struct {
 	// testOnlySkipSync makes the append thread skip its fsync, so the
 	// power-loss test can show that it would notice.
 	testOnlySkipSync bool
+}
+
+// Transport sends raft messages to other nodes. Send must not block for
+// long (queue, drop on overload: raft retries) and must not call back into
+// the engine; the receiving side hands the messages to its engine's Receive.
+type Transport interface {
+	Send(msgs []pb.Message)
 }
 
 // Observer keeps a derived index (by collection, by tag, …) in step with
@@ -153,6 +168,7 @@ type Engine struct {
 	appendc   chan pb.Message   // to the append thread
 	stepc     chan []pb.Message // from the append thread
 	appendErr chan error        // the append thread's fatal error
+	recvc     chan []pb.Message // from other nodes, through Receive
 	stop      chan struct{}
 	done      chan struct{}
 	runErr    error
@@ -217,6 +233,16 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.testOnlyNow == nil {
 		cfg.testOnlyNow = time.Now
 	}
+	voters := cfg.Voters
+	if len(voters) == 0 {
+		voters = []uint64{cfg.RaftID}
+	}
+	if !slices.Contains(voters, cfg.RaftID) {
+		return nil, fmt.Errorf("engine: raft id %d is not among the voters %v", cfg.RaftID, voters)
+	}
+	if len(voters) > 1 && cfg.Transport == nil {
+		return nil, errors.New("engine: a Transport is required with more than one voter")
+	}
 	nodeID, err := nodeIDFromCert(cfg.NodeCertPEM, &cfg.NodeKey.PublicKey)
 	if err != nil {
 		return nil, err
@@ -236,6 +262,7 @@ func Open(cfg Config) (*Engine, error) {
 		appendc:    make(chan pb.Message, 256),
 		stepc:      make(chan []pb.Message, 1),
 		appendErr:  make(chan error, 1),
+		recvc:      make(chan []pb.Message, 256),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		sigCache:   make(map[uint64]*ledger.Signature),
@@ -249,7 +276,7 @@ func Open(cfg Config) (*Engine, error) {
 	e.rlog = &raftLog{
 		log:       log,
 		hs:        hs,
-		cs:        pb.ConfState{Voters: []uint64{cfg.RaftID}},
+		cs:        pb.ConfState{Voters: voters},
 		tailFirst: log.LastIndex() + 1,
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
@@ -301,6 +328,17 @@ func (e *Engine) Close() error {
 		return e.runErr
 	}
 	return err
+}
+
+// Receive hands raft messages from other nodes to the engine. It drops them
+// when the engine is closed or too far behind (raft retries).
+func (e *Engine) Receive(msgs []pb.Message) {
+	select {
+	case e.recvc <- msgs:
+	case <-e.done:
+	default:
+		e.logger.Debug("dropping raft messages: receive queue full", slog.Int("count", len(msgs)))
+	}
 }
 
 // NodeID is the hex SHA-256 of this node's public key.

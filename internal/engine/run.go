@@ -94,6 +94,9 @@ func (e *Engine) run() {
 		case err := <-e.appendErr:
 			e.fail(err)
 			return
+		case msgs := <-e.recvc:
+			e.step(msgs)
+			continue
 		case msgs := <-e.stepc:
 			e.step(msgs)
 			// Whatever waited for the previous signature to be durable can
@@ -182,7 +185,7 @@ func (e *Engine) appender(done chan<- struct{}) {
 // persist writes a batch of MsgStorageAppend messages durably and returns
 // the responses raft asked to be delivered after that.
 func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
-	var resps []pb.Message
+	var resps, remote []pb.Message
 	var entries int
 	hs := e.rlog.hardState()
 	hsChanged := false
@@ -200,7 +203,13 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 			}
 			hs = pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
 		}
-		resps = append(resps, m.Responses...)
+		for _, r := range m.Responses {
+			if r.To == e.cfg.RaftID {
+				resps = append(resps, r)
+			} else {
+				remote = append(remote, r)
+			}
+		}
 	}
 	if entries > 0 && !e.cfg.testOnlySkipSync {
 		if err := e.log.Sync(); err != nil {
@@ -216,6 +225,10 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 		}
 	}
 	e.rlog.setHardState(hs)
+	if len(remote) > 0 {
+		// Acknowledgements to the leader go out only now, durable.
+		e.cfg.Transport.Send(remote)
+	}
 	if c := e.committed.Load(); c > e.log.Committed() && c <= e.log.LastIndex() {
 		if err := e.log.MarkCommitted(c); err != nil {
 			return nil, fmt.Errorf("mark chunks committed: %w", err)
@@ -524,7 +537,7 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 		e.view = rd.HardState.Term
 		e.mu.Unlock()
 	}
-	var steps []pb.Message
+	var steps, peers []pb.Message
 	for _, m := range rd.Messages {
 		switch m.To {
 		case raft.LocalAppendThread:
@@ -542,9 +555,11 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 			}
 			steps = append(steps, m.Responses...)
 		default:
-			// No transport yet: a single voter sends nothing to peers.
-			e.logger.Debug("dropping raft message to a peer", slog.Uint64("to", m.To), slog.String("type", m.Type.String()))
+			peers = append(peers, m)
 		}
+	}
+	if len(peers) > 0 {
+		e.cfg.Transport.Send(peers)
 	}
 	e.step(steps)
 	return nil
