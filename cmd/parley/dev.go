@@ -28,6 +28,7 @@ type profile struct {
 
 func newDevCmd() *cobra.Command {
 	var dir, addr, debugAddr, logFormat, logLevel string
+	var members int
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run a one-node development service",
@@ -35,8 +36,9 @@ func newDevCmd() *cobra.Command {
 
 On first start it creates DIR (default ./parley-dev) holding the service
 certificate (service_cert.pem, the CA clients pin), user0_cert.pem and
-user0_privk.pem (an Administrator), member0_cert.pem and member0_privk.pem,
-profile.json for the CLI, and the ledger under DIR/ledger. Restarting with the
+user0_privk.pem (an Administrator), the consortium's members (--members N:
+member<i>_cert.pem, member<i>_privk.pem and member<i>_enc_privk.pem for each
+i < N, named as CCF's sandbox names them), profile.json for the CLI, and the ledger under DIR/ledger. Restarting with the
 same DIR continues the same ledger. The node certificate covers 127.0.0.1,
 localhost and the host of --addr. Stops cleanly on SIGINT or SIGTERM.
 
@@ -55,7 +57,7 @@ There is no TEE: the ledger secret and keys are sealed to a key file in DIR.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			srv, err := server.Start(server.Config{DataDir: dir, ListenAddress: addr, SubjectAltNames: sans, DebugAddress: debugAddr}, logger)
+			srv, err := server.Start(server.Config{DataDir: dir, ListenAddress: addr, SubjectAltNames: sans, DebugAddress: debugAddr, Members: members}, logger)
 			if err != nil {
 				return err
 			}
@@ -72,6 +74,7 @@ There is no TEE: the ledger secret and keys are sealed to a key file in DIR.`,
 	cmd.Flags().StringVar(&dir, "dir", "parley-dev", "data directory")
 	cmd.Flags().StringVar(&addr, "addr", server.DefaultListenAddress, "HTTPS listen address, host:port")
 	cmd.Flags().StringVar(&debugAddr, "debug-addr", "", "serve Go's profiler on this loopback host:port (no authentication)")
+	cmd.Flags().IntVar(&members, "members", 1, "consortium members of a new service (member0…member<N-1>)")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json (on stderr)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug (logs every request), info, warn or error")
 	return cmd

@@ -46,6 +46,7 @@ func subcommands() []*cobra.Command {
 		newVerifyCmd(),
 		newLedgerCmd(),
 		newBenchCmd(),
+		newGovCmd(),
 		newAttestCmd(),
 		newKeysCmd(),
 	}

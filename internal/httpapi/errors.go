@@ -60,6 +60,9 @@ func toAPIError(err error) *apiError {
 	if errors.As(err, &ae) {
 		return ae
 	}
+	if ae := govAPIError(err); ae != nil {
+		return ae
+	}
 	if ae := attestAPIError(err); ae != nil {
 		return ae
 	}

@@ -12,7 +12,10 @@
 // user id is the lowercase hex SHA-256 of the certificate's DER, computed
 // once per connection (see [ConnContext]), and the user's roles come from
 // the ledger's users map. The TLS handshake proves the client holds the
-// certificate's key.
+// certificate's key. With an "Authorization: Bearer" header the client is
+// instead the user named by a JWT from an issuer governance trusts (see
+// gov.Service.VerifyBearer). Governance writes (/gov/…) authenticate by
+// the member's signature on the request itself (package gov).
 package httpapi
 
 import (
@@ -30,6 +33,7 @@ import (
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/ledger"
 )
@@ -77,6 +81,9 @@ type Config struct {
 	Attestation *attest.Service
 	// Keys, when set, serves /app/keys/{name}.
 	Keys *keyrelease.Broker
+	// Gov, when set, serves /gov/… and accepts JWT bearer tokens from the
+	// issuers governance trusts.
+	Gov *gov.Service
 }
 
 // Handler is the REST API of one node. It is an http.Handler; the
@@ -155,6 +162,7 @@ func New(cfg Config) *Handler {
 		"GET /health":                                   {app.RoleNone, false, false, h.getHealth},
 	}
 	h.attestRoutes(routes)
+	h.govRoutes(routes)
 	for pattern, ep := range routes {
 		h.mux.Handle(pattern, h.serve(ep))
 	}
@@ -276,6 +284,9 @@ func ConnContext(ctx context.Context, _ net.Conn) context.Context {
 
 // authenticate sets c.user and c.role from the client certificate.
 func (h *Handler) authenticate(c *call) error {
+	if tok, ok := bearerToken(c.r); ok {
+		return h.authenticateBearer(c, tok)
+	}
 	if c.r.TLS == nil || len(c.r.TLS.PeerCertificates) == 0 {
 		return newError(http.StatusUnauthorized, CodeInvalidAuthentication, "a client certificate is required")
 	}

@@ -67,6 +67,11 @@ type Config struct {
 	// DebugAddress, when set, serves Go's profiler (net/http/pprof) on this
 	// address, which must be a loopback one: it has no authentication.
 	DebugAddress string `json:"debugAddress,omitempty"`
+	// Members is the number of consortium members (member0…) a new
+	// service is created with, each with its certificate, signing key and
+	// encryption key in DataDir (1; at most MaxMembers). It matters only
+	// at first start.
+	Members int `json:"members,omitempty"`
 	// LogFormat is "text" (the default, for people) or "json".
 	LogFormat string `json:"logFormat,omitempty"`
 	// LogLevel is "debug" (which logs every request), "info" (the
@@ -142,6 +147,9 @@ func (c Config) validate() error {
 	}
 	if c.SignatureTxCount < 0 || c.MaxRequestBytes < 0 || c.PageSize < 0 || c.MaxBatch < 0 {
 		errs = append(errs, errors.New("signatureTxCount, maxRequestBytes, pageSize and maxBatch must not be negative"))
+	}
+	if c.Members < 0 || c.Members > MaxMembers {
+		errs = append(errs, fmt.Errorf("members: want 1 to %d", MaxMembers))
 	}
 	if c.PageSize > 10000 || c.MaxBatch > 100000 {
 		errs = append(errs, errors.New("pageSize is at most 10000 and maxBatch at most 100000"))

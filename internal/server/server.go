@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/keyrelease"
@@ -143,6 +144,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		PageSize:        cfg.PageSize,
 		MaxBatch:        cfg.MaxBatch,
+		Gov:             gov.New(gov.Config{Engine: eng, Logger: logger.With(slog.String("component", "gov"))}),
 	})
 	s.srv = &http.Server{
 		Handler:           handler,
@@ -215,7 +217,8 @@ func TLSConfig(nodeCertDER []byte, key any) *tls.Config {
 }
 
 // genesis writes the first transaction when the ledger has none: user0
-// as Administrator and member0 as the consortium's member, making their
+// as Administrator and Config.Members members (member0…), each with a
+// signing certificate and an encryption key, making their
 // certificates and keys first if they are missing. Every step is safe to
 // repeat after a crash.
 func (s *Server) genesis(fsys vfs.FS) error {
@@ -226,24 +229,35 @@ func (s *Server) genesis(fsys vfs.FS) error {
 	if err != nil {
 		return err
 	}
-	member, err := ensureClientCert(fsys, s.files.Member0Cert, s.files.Member0Key, "member0")
-	if err != nil {
-		return err
+	g := app.Genesis{
+		Users:                map[string][]app.Role{user: {app.RoleAdministrator}},
+		Members:              map[string]string{},
+		MemberEncryptionKeys: map[string]string{},
 	}
-	memberPEM, err := fsys.ReadFile(s.files.Member0Cert)
-	if err != nil {
-		return fmt.Errorf("genesis: %w", err)
+	for i := range max(s.cfg.Members, 1) {
+		certPath, keyPath, encPath, encPubPath := MemberFiles(s.files.Dir, i)
+		member, err := ensureClientCert(fsys, certPath, keyPath, fmt.Sprintf("member%d", i))
+		if err != nil {
+			return err
+		}
+		memberPEM, err := fsys.ReadFile(certPath)
+		if err != nil {
+			return fmt.Errorf("genesis: %w", err)
+		}
+		encPub, err := ensureEncryptionKey(fsys, encPath, encPubPath)
+		if err != nil {
+			return err
+		}
+		g.Members[member] = string(memberPEM)
+		g.MemberEncryptionKeys[member] = encPub
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, err := s.app.WriteGenesis(ctx, app.Genesis{
-		Users:   map[string][]app.Role{user: {app.RoleAdministrator}},
-		Members: map[string]string{member: string(memberPEM)},
-	})
+	id, err := s.app.WriteGenesis(ctx, g)
 	if err != nil {
 		return fmt.Errorf("genesis: %w", err)
 	}
-	s.log.Info("wrote the genesis transaction", slog.String("txid", id.String()), slog.String("user0", user), slog.String("member0", member))
+	s.log.Info("wrote the genesis transaction", slog.String("txid", id.String()), slog.String("user0", user), slog.Int("members", len(g.Members)))
 	return nil
 }
 
