@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	sevtestdata "github.com/google/go-sev-guest/verify/testdata"
@@ -117,4 +118,55 @@ func TestAttestEvidenceVirtualCLI(t *testing.T) {
 	if _, _, err := runCLI(t, "", "attest", "verify", "--platform", "virtual", "--evidence", ev, "--policy", pol); exitCode(err) != 1 {
 		t.Errorf("verify without allowVirtual: exit %d, want 1", exitCode(err))
 	}
+}
+
+// TestIntegrationAttestRelease runs the whole round against `parley dev`:
+// appraisal policy, virtual evidence with a runtime key, a token, a key, a
+// release whose receipt the CLI verifies, and a refused release.
+func TestIntegrationAttestRelease(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the real binary")
+	}
+	profile := startDev(t)
+	dir := t.TempDir()
+	path := func(n string) string { return filepath.Join(dir, n) }
+	run := func(wantCode int, args ...string) string {
+		t.Helper()
+		out, stderr, err := runCLI(t, "", append(args, "--profile", profile)...)
+		if got := exitCode(err); got != wantCode {
+			t.Fatalf("parley %v: exit %d (%v, %s), want %d", args, got, err, stderr, wantCode)
+		}
+		return out
+	}
+	os.WriteFile(path("appraisal.json"), []byte(`{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}`), 0o600)
+	run(0, "attest", "policy", "set", path("appraisal.json"))
+	if _, _, err := runCLI(t, "", "attest", "evidence", "--platform", "virtual", "--new-runtime-key", path("rk"), "-o", path("ev.json")); err != nil {
+		t.Fatal(err)
+	}
+	tok := run(0, "attest", "token", "--platform", "virtual", "--evidence", path("ev.json"), "--runtime-data", path("rk.runtime.json"), "--nonce", "n1")
+	os.WriteFile(path("token.txt"), []byte(tok), 0o600)
+	claimsOut := run(0, "attest", "token", "--platform", "virtual", "--evidence", path("ev.json"), "--runtime-data", path("rk.runtime.json"), "--nonce", "n1", "--claims")
+	var claims map[string]any
+	if err := json.Unmarshal([]byte(claimsOut), &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims["x-parley-virtual"] != true || claims["nonce"] != "n1" {
+		t.Fatalf("claims = %v", claims)
+	}
+	policy := `{"version":"1.0.0","anyOf":[{"authority":"` + claims["iss"].(string) + `","allOf":[{"claim":"x-ms-attestation-type","equals":"virtual"}]}]}`
+	os.WriteFile(path("release.json"), []byte(policy), 0o600)
+	material := bytes.Repeat([]byte{0x5a}, 32)
+	os.WriteFile(path("material"), material, 0o600)
+	run(0, "keys", "create", "k1", "--policy", path("release.json"), "--import", path("material"))
+	run(0, "keys", "show", "k1")
+	out := run(0, "keys", "release", "k1", "--token", path("token.txt"), "--nonce", "n1", "--runtime-key", path("rk.key.pem"))
+	if got := strings.TrimSpace(out); got != hex.EncodeToString(material) {
+		t.Errorf("released key %s, want %x", got, material)
+	}
+	run(1, "keys", "release", "k1", "--token", path("token.txt"), "--nonce", "other", "--runtime-key", path("rk.key.pem"))
+	// Another runtime key cannot unwrap what was released to rk.
+	if _, _, err := runCLI(t, "", "attest", "evidence", "--platform", "virtual", "--new-runtime-key", path("other"), "-o", path("ev2.json")); err != nil {
+		t.Fatal(err)
+	}
+	run(1, "keys", "release", "k1", "--token", path("token.txt"), "--nonce", "n1", "--runtime-key", path("other.key.pem"))
 }

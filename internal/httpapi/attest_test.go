@@ -162,3 +162,21 @@ func TestAttestAndReleaseOverHTTP(t *testing.T) {
 	f.mustStatus(f.do("anonymous", "POST", "/attest/SgxEnclave", body), 404)
 	f.mustStatus(f.do("anonymous", "POST", "/attest/Virtual", []byte(`{"report":"!!"}`)), 400)
 }
+
+func FuzzDecodeAttest(f *testing.F) {
+	snp, _ := json.Marshal(map[string]string{"SnpReport": b64([]byte{1, 2}), "VcekCertChain": b64([]byte{3})})
+	f.Add("SevSnpVm", []byte(`{"report":"`+b64(snp)+`","runtimeData":{"data":"e30","dataType":"JSON"},"nonce":"n"}`))
+	f.Add("Virtual", []byte(`{"report":"e30","audience":"a"}`))
+	f.Add("TdxVm", []byte(`{"quote":"AAAA"}`))
+	f.Fuzz(func(t *testing.T, platform string, body []byte) {
+		p, err := tee.ParsePlatform(platform)
+		if err != nil {
+			return
+		}
+		req, err := decodeAttest(p, body)
+		if err == nil && req.Platform != p {
+			t.Fatalf("platform %s, want %s", req.Platform, p)
+		}
+		decodeKey(body)
+	})
+}

@@ -9,10 +9,14 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +40,7 @@ type env struct {
 	broker      *Broker
 	now         time.Time
 	measurement []byte
+	dir         string
 }
 
 func newEnv(t *testing.T) *env {
@@ -51,7 +56,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	e := &env{t: t, eng: eng, serviceCert: id.Service.Cert, now: time.Now()}
+	e := &env{t: t, eng: eng, serviceCert: id.Service.Cert, now: time.Now(), dir: dir}
 	m := sha256.Sum256([]byte("runner binary"))
 	e.measurement = m[:]
 	if _, err := attest.WritePolicy(context.Background(), eng, &tee.Policy{AllowVirtual: true, AllowDebug: true,
@@ -302,5 +307,47 @@ func TestCreateRefuses(t *testing.T) {
 	}
 	if _, err := e.broker.Show("k"); !errors.Is(err, ErrKeyNotFound) {
 		t.Errorf("Show after refusals = %v, want ErrKeyNotFound", err)
+	}
+}
+
+// TestKeyMaterialNotInClear checks that a key's bytes never reach the
+// ledger files in clear: KeysMap is private, so sealed.
+func TestKeyMaterialNotInClear(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	material := []byte("0123456789abcdef-DISTINCTIVE-KEY")
+	_, id, err := e.broker.Create(ctx, "secret", CreateRequest{Policy: releasePolicy(e.measurement), Material: material}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.eng.WaitCommitted(wctx, id); err != nil {
+		t.Fatal(err)
+	}
+	files := 0
+	filepath.WalkDir(e.dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(b, material) || bytes.Contains(b, []byte(base64.StdEncoding.EncodeToString(material))) {
+			t.Errorf("%s holds the key material in clear", p)
+		}
+		return nil
+	})
+	if files == 0 {
+		t.Fatal("no ledger files to scan")
+	}
+	rec, err := e.eng.Read(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(rec.WriteSet), KeysMap) {
+		t.Errorf("transaction %v does not write %s", id, KeysMap)
 	}
 }

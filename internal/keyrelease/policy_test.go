@@ -146,3 +146,22 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEvaluate(b *testing.B) {
+	p, err := ParsePolicy([]byte(`{"version":"1.0.0","anyOf":[{"authority":"parley.test","allOf":[
+		{"claim":"x-ms-attestation-type","equals":"sevsnpvm"},
+		{"claim":"x-ms-sevsnpvm-is-debuggable","equals":false},
+		{"claim":"x-ms-sevsnpvm-guestsvn","greaterOrEquals":2},
+		{"claim":"x-ms-runtime.client","exists":true}]}]}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	claims := map[string]any{"iss": iss, "x-ms-attestation-type": "sevsnpvm", "x-ms-sevsnpvm-is-debuggable": false,
+		"x-ms-sevsnpvm-guestsvn": 3.0, "x-ms-runtime": map[string]any{"client": "x"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Evaluate(claims); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
