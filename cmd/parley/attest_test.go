@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,8 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-jose/go-jose/v4"
 	sevtestdata "github.com/google/go-sev-guest/verify/testdata"
 	tdxtestdata "github.com/google/go-tdx-guest/testing/testdata"
+
+	"github.com/parleyhq/parley/client"
+	"github.com/parleyhq/parley/internal/identity"
 )
 
 func exitCode(err error) int {
@@ -169,4 +174,29 @@ func TestIntegrationAttestRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(1, "keys", "release", "k1", "--token", path("token.txt"), "--nonce", "n1", "--runtime-key", path("other.key.pem"))
+
+	// The JWKS's x5c chains the token key to the service certificate.
+	prof, err := client.LoadProfile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc, err := httpClient(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jwks jose.JSONWebKeySet
+	if err := call(context.Background(), hc, "GET", prof.Endpoint+"/certs", nil, &jwks); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := prof.Options()
+	svc, err := identity.ParseCertPEM(o.CACertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jwks.Keys) != 1 || len(jwks.Keys[0].Certificates) != 1 {
+		t.Fatalf("JWKS = %+v, want one key with one certificate", jwks)
+	}
+	if err := jwks.Keys[0].Certificates[0].CheckSignatureFrom(svc); err != nil {
+		t.Errorf("the token key's certificate is not signed by the service: %v", err)
+	}
 }
