@@ -145,3 +145,37 @@ func BenchmarkRawAppendFsync(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// BenchmarkReceipt builds receipts of committed transactions of a 100k
+// transaction ledger (read the entry, audit path, signature from cache).
+func BenchmarkReceipt(b *testing.B) {
+	n := newTestNode(b, vfs.OS{}, b.TempDir())
+	e := n.open(b)
+	defer e.Close()
+	value := make([]byte, 1024)
+	var ids []ledger.TxID
+	for i := 0; i < 100000; i++ {
+		tx := e.Begin()
+		tx.Put("entries", "k", value)
+		id, err := e.Commit(context.Background(), tx, CommitOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i%97 == 0 {
+			ids = append(ids, id)
+		}
+	}
+	last := ids[len(ids)-1]
+	if err := e.WaitCommitted(context.Background(), last); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, err := e.Receipt(ids[i%len(ids)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
