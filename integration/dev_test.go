@@ -110,13 +110,14 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startDev starts `parley dev` on dir and waits for /health.
-func startDev(t *testing.T, dir string) *devNode {
+// startDev starts `parley dev` on dir, with extra flags, and waits for
+// /health.
+func startDev(t *testing.T, dir string, extra ...string) *devNode {
 	t.Helper()
 	recordSourceInputs(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n := &devNode{t: t, dir: dir, url: "https://" + addr, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	n.cmd = exec.Command(parleyBin, "dev", "--dir", dir, "--addr", addr)
+	n.cmd = exec.Command(parleyBin, append([]string{"dev", "--dir", dir, "--addr", addr}, extra...)...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.cmd.Start(); err != nil {
