@@ -165,3 +165,49 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 	}
 }
+
+// TestEveryConditionMatters: with every condition of a policy met the
+// release is allowed, and breaking any single one of them refuses it.
+func TestEveryConditionMatters(t *testing.T) {
+	p, err := ParsePolicy([]byte(`{"version":"1.0.0","anyOf":[{"authority":"parley.test","allOf":[
+		{"claim":"x-ms-attestation-type","equals":"sevsnpvm"},
+		{"claim":"x-ms-sevsnpvm-is-debuggable","equals":false},
+		{"claim":"x-ms-sevsnpvm-hostdata","notEquals":"00"},
+		{"claim":"x-ms-sevsnpvm-guestsvn","greaterOrEquals":2},
+		{"claim":"x-ms-sevsnpvm-vmpl","lessOrEquals":0},
+		{"claim":"svn","less":10},
+		{"claim":"tcb","greater":1},
+		{"claim":"x-ms-runtime.keys","exists":true},
+		{"claim":"x-parley-virtual","exists":false}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func() map[string]any {
+		return map[string]any{"iss": iss, "x-ms-attestation-type": "sevsnpvm", "x-ms-sevsnpvm-is-debuggable": false,
+			"x-ms-sevsnpvm-hostdata": "ab", "x-ms-sevsnpvm-guestsvn": 2.0, "x-ms-sevsnpvm-vmpl": 0.0, "svn": 9.0, "tcb": 2.0,
+			"x-ms-runtime": map[string]any{"keys": []any{}}}
+	}
+	if err := p.Evaluate(good()); err != nil {
+		t.Fatalf("Evaluate(all met) = %v", err)
+	}
+	breaks := map[string]func(c map[string]any){
+		"type":      func(c map[string]any) { c["x-ms-attestation-type"] = "virtual" },
+		"debug":     func(c map[string]any) { c["x-ms-sevsnpvm-is-debuggable"] = true },
+		"hostdata":  func(c map[string]any) { c["x-ms-sevsnpvm-hostdata"] = "00" },
+		"guestsvn":  func(c map[string]any) { c["x-ms-sevsnpvm-guestsvn"] = 1.0 },
+		"vmpl":      func(c map[string]any) { c["x-ms-sevsnpvm-vmpl"] = 1.0 },
+		"svn":       func(c map[string]any) { c["svn"] = 10.0 },
+		"tcb":       func(c map[string]any) { c["tcb"] = 1.0 },
+		"keys":      func(c map[string]any) { c["x-ms-runtime"] = map[string]any{} },
+		"virtual":   func(c map[string]any) { c["x-parley-virtual"] = true },
+		"issuer":    func(c map[string]any) { c["iss"] = "https://elsewhere" },
+		"no issuer": func(c map[string]any) { delete(c, "iss") },
+	}
+	for name, brk := range breaks {
+		c := good()
+		brk(c)
+		if err := p.Evaluate(c); !errors.Is(err, ErrPolicyNotSatisfied) {
+			t.Errorf("%s broken: Evaluate = %v, want ErrPolicyNotSatisfied", name, err)
+		}
+	}
+}

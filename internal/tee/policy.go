@@ -21,7 +21,8 @@ const AnyMeasurement = "*"
 //	{
 //	  "allowVirtual": false,
 //	  "allowDebug": false,
-//	  "sevSnp":  {"measurements": ["<96 hex>", …], "hostData": ["<64 hex>", …], "minimumGuestSvn": 0, "maximumVmpl": 3},
+//	  "sevSnp":  {"measurements": ["<96 hex>", …], "hostData": ["<64 hex>", …], "minimumGuestSvn": 0, "maximumVmpl": 3,
+//	              "minimumTcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
 //	  "tdx":     {"mrtd": ["<96 hex>", …], "rtmrs": [["<96 hex>" ×4], …]},
 //	  "virtual": {"measurements": ["<64 hex>" | "*", …], "signers": ["<64 hex>", …]}
 //	}
@@ -47,6 +48,17 @@ type SevSnpPolicy struct {
 	// MaximumVMPL is the least privileged VMPL accepted (0 is the most
 	// privileged); nil accepts any.
 	MaximumVMPL *uint32 `json:"maximumVmpl,omitempty"`
+	// MinimumTCB is the lowest reported TCB accepted, component by
+	// component; nil accepts any.
+	MinimumTCB *SevSnpTCB `json:"minimumTcb,omitempty"`
+}
+
+// SevSnpTCB is the security patch levels of a SEV-SNP TCB version.
+type SevSnpTCB struct {
+	Bootloader uint8 `json:"bootloader"`
+	TEE        uint8 `json:"tee"`
+	SNP        uint8 `json:"snp"`
+	Microcode  uint8 `json:"microcode"`
 }
 
 // TDXPolicy constrains TDX evidence.
@@ -179,6 +191,21 @@ func (p *Policy) Appraise(r *Report) error {
 		}
 		if vmpl, _ := r.Claims["x-ms-sevsnpvm-vmpl"].(uint32); s.MaximumVMPL != nil && vmpl > *s.MaximumVMPL {
 			return refuse("vmpl %d is above %d", vmpl, *s.MaximumVMPL)
+		}
+		if m := s.MinimumTCB; m != nil {
+			for _, c := range []struct {
+				claim string
+				min   uint8
+			}{
+				{"x-ms-sevsnpvm-bootloader-svn", m.Bootloader},
+				{"x-ms-sevsnpvm-tee-svn", m.TEE},
+				{"x-ms-sevsnpvm-snpfw-svn", m.SNP},
+				{"x-ms-sevsnpvm-microcode-svn", m.Microcode},
+			} {
+				if v, _ := r.Claims[c.claim].(uint8); v < c.min {
+					return refuse("%s %d is below %d", c.claim, v, c.min)
+				}
+			}
 		}
 	case TDX:
 		t := p.TDX

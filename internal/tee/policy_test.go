@@ -17,6 +17,12 @@ func TestAppraiseSNPSample(t *testing.T) {
 	m := hex.EncodeToString(r.Measurement)
 	hd := hex.EncodeToString(r.HostData)
 	other := hex.EncodeToString(make([]byte, 48))
+	tcb := SevSnpTCB{
+		Bootloader: r.Claims["x-ms-sevsnpvm-bootloader-svn"].(uint8),
+		TEE:        r.Claims["x-ms-sevsnpvm-tee-svn"].(uint8),
+		SNP:        r.Claims["x-ms-sevsnpvm-snpfw-svn"].(uint8),
+		Microcode:  r.Claims["x-ms-sevsnpvm-microcode-svn"].(uint8),
+	}
 	tests := []struct {
 		name   string
 		policy Policy
@@ -32,6 +38,10 @@ func TestAppraiseSNPSample(t *testing.T) {
 		{"host data differs", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, HostData: []string{hex.EncodeToString(make([]byte, 31)) + "01"}}}, false},
 		{"guest svn too low", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MinimumGuestSVN: 1000}}, false},
 		{"vmpl within", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MaximumVMPL: u32(3)}}, true},
+		{"tcb at the report's", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MinimumTCB: &tcb}}, true},
+		{"bootloader too old", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MinimumTCB: &SevSnpTCB{Bootloader: tcb.Bootloader + 1}}}, false},
+		{"microcode too old", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MinimumTCB: &SevSnpTCB{Microcode: tcb.Microcode + 1}}}, false},
+		{"snp firmware too old", Policy{AllowDebug: true, SevSnp: &SevSnpPolicy{Measurements: []string{m}, MinimumTCB: &SevSnpTCB{SNP: tcb.SNP + 1}}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
