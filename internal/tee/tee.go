@@ -92,8 +92,8 @@ func (p Platform) AttestationType() string {
 // Evidence is what an attester presents.
 type Evidence struct {
 	Platform Platform
-	// Raw is the evidence: the virtual JSON document, the SEV-SNP report
-	// (1184 bytes, optionally followed by nothing else), or the TDX quote.
+	// Raw is the evidence: the virtual JSON document, the SEV-SNP
+	// attestation report (exactly 1184 bytes), or the TDX v4 quote.
 	Raw []byte
 	// VCEK is the SEV-SNP report's signing certificate (DER or PEM; with
 	// PEM, the first certificate). Unused by the other platforms.
