@@ -1,6 +1,7 @@
 package gov
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -291,8 +292,8 @@ func (s *Service) Propose(ctx context.Context, body []byte) (*Proposal, ledger.T
 			}
 			return ntx, err
 		}
-		out, tx = s.resolve(tx, restart, pid, p.Actions, info)
-		return tx, nil
+		out, tx, err = s.resolve(tx, restart, pid, p.Actions, info)
+		return tx, err
 	})
 	if err != nil {
 		return nil, ledger.TxID{}, err
@@ -314,7 +315,7 @@ func (s *Service) redo(sr *SignedRequest, typ, id string) (*kv.Tx, error) {
 // the proposal's info to tx. An accepted proposal's actions apply in tx;
 // if one fails, the proposal is Failed and tx is replaced by a fresh one
 // from restart holding only the request and the Failed info.
-func (s *Service) resolve(tx *kv.Tx, restart func() (*kv.Tx, error), pid string, acts []Action, info ProposalInfo) (*Proposal, *kv.Tx) {
+func (s *Service) resolve(tx *kv.Tx, restart func() (*kv.Tx, error), pid string, acts []Action, info ProposalInfo) (*Proposal, *kv.Tx, error) {
 	members := map[string]bool{}
 	tx.Foreach(MembersMap, func(k string, _ []byte) bool { members[k] = true; return true })
 	c := s.constitution(tx)
@@ -340,16 +341,17 @@ func (s *Service) resolve(tx *kv.Tx, restart func() (*kv.Tx, error), pid string,
 	if info.State == StateAccepted {
 		if err := s.apply(tx, pid, acts); err != nil {
 			ntx, rerr := restart()
-			if rerr == nil {
-				tx = ntx
-				info.State = StateFailed
-				info.FailureReason = err.Error()
-				s.log.Info("proposal failed", slog.String("proposal", pid), slog.Any("error", err))
+			if rerr != nil {
+				return nil, nil, rerr
 			}
+			tx = ntx
+			info.State = StateFailed
+			info.FailureReason = err.Error()
+			s.log.Info("proposal failed", slog.String("proposal", pid), slog.Any("error", err))
 		}
 	}
 	tx.Put(ProposalsInfoMap, pid, mustJSON(info))
-	return &Proposal{ProposalID: pid, ProposalInfo: info, Actions: acts}, tx
+	return &Proposal{ProposalID: pid, ProposalInfo: info, Actions: acts}, tx, nil
 }
 
 // apply applies the actions of proposal pid in tx.
@@ -406,9 +408,21 @@ func (s *Service) Vote(ctx context.Context, pid string, body []byte) (*Proposal,
 		if _, ok := p.Ballots[au.member]; ok {
 			return nil, fmt.Errorf("member %s on proposal %s: %w", au.member, pid, ErrAlreadyVoted)
 		}
+		orig, _ := tx.Get(ProposalsInfoMap, pid)
+		restart := func() (*kv.Tx, error) {
+			ntx, err := s.redo(sr, TypeBallot, pid)
+			if err != nil {
+				return nil, err
+			}
+			// The fresh transaction must see the proposal as the ballot did.
+			if cur, _ := ntx.Get(ProposalsInfoMap, pid); !bytes.Equal(cur, orig) {
+				return nil, fmt.Errorf("proposal %s changed: %w", pid, kv.ErrConflict)
+			}
+			return ntx, nil
+		}
 		p.Ballots[au.member] = b.Ballot
-		out, tx = s.resolve(tx, func() (*kv.Tx, error) { return s.redo(sr, TypeBallot, pid) }, pid, p.Actions, p.ProposalInfo)
-		return tx, nil
+		out, tx, err = s.resolve(tx, restart, pid, p.Actions, p.ProposalInfo)
+		return tx, err
 	})
 	if err != nil {
 		return nil, ledger.TxID{}, err
@@ -455,6 +469,9 @@ func (s *Service) Withdraw(ctx context.Context, pid string, body []byte) (*Propo
 func (s *Service) run(ctx context.Context, build func() (*kv.Tx, error)) (ledger.TxID, error) {
 	for range maxRetries {
 		tx, err := build()
+		if errors.Is(err, kv.ErrConflict) {
+			continue
+		}
 		if err != nil {
 			return ledger.TxID{}, err
 		}

@@ -481,3 +481,35 @@ func TestParseProposal(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentBallots(t *testing.T) {
+	f := newFixture(t, 5)
+	user := strings.Repeat("dd", 32)
+	p, err := f.propose(t, f.members[0], setUserAction(t, user, "Reader"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := make([][]byte, len(f.members))
+	for i, m := range f.members {
+		bodies[i] = m.sign(t, TypeBallot, p.ProposalID, Ballot{BallotAccept}, f.clock())
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(bodies))
+	for i, b := range bodies {
+		wg.Go(func() { _, _, errs[i] = f.gov.Vote(context.Background(), p.ProposalID, b) })
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrProposalNotOpen):
+			t.Errorf("ballot %d: %v", i, err)
+		}
+	}
+	got, _ := f.gov.Proposal(p.ProposalID)
+	if got.State != StateAccepted || ok != 3 || len(got.Ballots) != 3 {
+		t.Errorf("state %s with %d ballots, %d accepted calls; want Accepted, 3, 3", got.State, len(got.Ballots), ok)
+	}
+}
