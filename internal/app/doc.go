@@ -18,6 +18,11 @@
 //	public:acl.users               user id         JSON {"assignedRoles":["Administrator",…]}
 //	public:ccf.gov.members.certs   member id       member certificate, PEM
 //	public:ccf.gov.constitution    ""              constitution script (JavaScript)
+//	public:ccf.gov.members.encryption_public_keys
+//	                               member id       member encryption public key, PEM
+//
+// Package gov owns the other public:ccf.gov maps and writes the users and
+// members maps when a proposal is accepted.
 //
 // User and member ids are the lowercase hex SHA-256 of the DER certificate
 // (see [NormalizeUserID]). Every ledger entry is one transaction that puts
