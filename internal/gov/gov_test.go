@@ -91,7 +91,7 @@ type fixture struct {
 	mu      sync.Mutex
 }
 
-func newFixture(t *testing.T, n int) *fixture {
+func newFixture(t testing.TB, n int) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	id, err := node.Init(vfs.OS{}, dir, node.InitOptions{SANs: []string{"127.0.0.1"}})
