@@ -343,6 +343,10 @@ type Issuer struct {
 	UserIDClaim string `json:"userIdClaim"`
 	// Audience, when set, must be among a token's "aud".
 	Audience string `json:"audience,omitempty"`
+	// AutoRefresh lets the primary replace JWKS with the key set the
+	// issuer publishes (OpenID discovery at the issuer's https URL); see
+	// Service.RefreshJWKS.
+	AutoRefresh bool `json:"autoRefresh,omitempty"`
 }
 
 type setJWTIssuer struct {
@@ -356,12 +360,16 @@ func parseSetJWTIssuer(b []byte) (action, error) {
 		JWKS        json.RawMessage `json:"jwks"`
 		UserIDClaim string          `json:"user_id_claim"`
 		Audience    string          `json:"audience"`
+		AutoRefresh bool            `json:"auto_refresh"`
 	}
 	if err := strictUnmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	if a.Issuer == "" || len(a.Issuer) > 512 {
 		return nil, fmt.Errorf("issuer: want 1 to 512 bytes")
+	}
+	if a.AutoRefresh && !strings.HasPrefix(a.Issuer, "https://") {
+		return nil, fmt.Errorf("auto_refresh needs an https issuer URL")
 	}
 	if _, err := parseJWKS(a.JWKS); err != nil {
 		return nil, err
@@ -372,7 +380,7 @@ func parseSetJWTIssuer(b []byte) (action, error) {
 	if len(a.UserIDClaim) > 128 || len(a.Audience) > 512 {
 		return nil, fmt.Errorf("user_id_claim or audience too long")
 	}
-	return setJWTIssuer{issuer: a.Issuer, value: Issuer{JWKS: a.JWKS, UserIDClaim: a.UserIDClaim, Audience: a.Audience}}, nil
+	return setJWTIssuer{issuer: a.Issuer, value: Issuer{JWKS: a.JWKS, UserIDClaim: a.UserIDClaim, Audience: a.Audience, AutoRefresh: a.AutoRefresh}}, nil
 }
 
 // parseJWKS parses a key set of public signing keys, each with a kid.

@@ -67,6 +67,9 @@ type Config struct {
 	// DebugAddress, when set, serves Go's profiler (net/http/pprof) on this
 	// address, which must be a loopback one: it has no authentication.
 	DebugAddress string `json:"debugAddress,omitempty"`
+	// JWKSRefreshInterval is how often the primary fetches the key sets
+	// of JWT issuers that governance set with auto_refresh ("10m").
+	JWKSRefreshInterval Duration `json:"jwksRefreshInterval,omitempty"`
 	// Members is the number of consortium members (member0…) a new
 	// service is created with, each with its certificate, signing key and
 	// encryption key in DataDir (1; at most MaxMembers). It matters only
@@ -147,6 +150,9 @@ func (c Config) validate() error {
 	}
 	if c.SignatureTxCount < 0 || c.MaxRequestBytes < 0 || c.PageSize < 0 || c.MaxBatch < 0 {
 		errs = append(errs, errors.New("signatureTxCount, maxRequestBytes, pageSize and maxBatch must not be negative"))
+	}
+	if c.JWKSRefreshInterval < 0 || (c.JWKSRefreshInterval > 0 && time.Duration(c.JWKSRefreshInterval) < time.Second) {
+		errs = append(errs, errors.New("jwksRefreshInterval must be at least 1s"))
 	}
 	if c.Members < 0 || c.Members > MaxMembers {
 		errs = append(errs, fmt.Errorf("members: want 1 to %d", MaxMembers))

@@ -72,6 +72,7 @@ type Server struct {
 	srv   *http.Server
 	ln    net.Listener
 	files Files
+	gov   *gov.Service
 }
 
 // Start prepares the data directory (on first start: the service and node
@@ -129,6 +130,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		eng.Close()
 		return nil, fmt.Errorf("service certificate: %w", err)
 	}
+	s.gov = gov.New(gov.Config{Engine: eng, Logger: logger.With(slog.String("component", "gov"))})
 	svc, broker, err := attestation(cfg, id, eng, logger)
 	if err != nil {
 		eng.Close()
@@ -144,7 +146,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxRequestBytes: cfg.MaxRequestBytes,
 		PageSize:        cfg.PageSize,
 		MaxBatch:        cfg.MaxBatch,
-		Gov:             gov.New(gov.Config{Engine: eng, Logger: logger.With(slog.String("component", "gov"))}),
+		Gov:             s.gov,
 	})
 	s.srv = &http.Server{
 		Handler:           handler,
@@ -308,6 +310,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		defer stop()
 	}
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	refreshDone := make(chan struct{})
+	go func() { defer close(refreshDone); s.refreshJWKS(refreshCtx) }()
 	s.log.Info("serving", slog.String("addr", s.ln.Addr().String()), slog.String("node_id", s.eng.NodeID()))
 	var serveErr error
 	select {
@@ -325,6 +330,8 @@ func (s *Server) Run(ctx context.Context) error {
 			serveErr = fmt.Errorf("serve: %w", err)
 		}
 	}
+	stopRefresh()
+	<-refreshDone
 	if err := s.eng.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("close engine: %w", err))
 	}
