@@ -17,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/node"
@@ -84,6 +85,9 @@ func newFixtureSig(t *testing.T, cfg Config, sigInterval time.Duration) *fixture
 		t.Fatal(err)
 	}
 	cfg.App, cfg.Engine, cfg.ServiceCertPEM = f.app, eng, identity.EncodeCertPEM(id.Service.CertDER)
+	if cfg.Gov == withGov {
+		cfg.Gov = gov.New(gov.Config{Engine: eng})
+	}
 	srv := httptest.NewUnstartedServer(New(cfg))
 	nodeCert, err := identity.ParseCertPEM(id.NodeCertPEM)
 	if err != nil {
