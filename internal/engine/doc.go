@@ -7,15 +7,28 @@
 //
 // # Who knows the seqno when
 //
-// One goroutine, the sequencer, owns the raft node, the Merkle tree and the
-// ledger files. A transaction's seqno is raft's index and its view raft's
-// term; both are fixed when the sequencer builds the entry, because the
-// sequencer proposes only when raft holds no entry it has not yet persisted,
-// so the next index is the last persisted index plus one, and raft appends a
-// proposal at exactly that index in the current term. The nonce, the commit
-// evidence and the Merkle leaf are all derived from that id before the entry
-// leaves the sequencer. A proposal raft drops is rolled back before anything
-// else is sequenced.
+// One goroutine, the sequencer, owns the raft node and the Merkle tree. A
+// transaction's seqno is raft's index and its view raft's term; both are
+// fixed when the sequencer builds the entry. The sequencer is the only
+// proposer, and every entry raft holds has passed through it (its own, and
+// those it learns from Ready, such as a new leader's no-op), so the next
+// index is its last index plus one. The nonce, the commit evidence and the
+// Merkle leaf are derived from that id before the entry leaves the
+// sequencer. Submitting goroutines lay out each payload beforehand
+// (ledger.Prepare), so the sequencer only does what needs the id.
+//
+// # Group commit and signatures
+//
+// Raft runs with asynchronous storage writes: an append thread writes every
+// batch queued since its last fsync and fsyncs once, while the sequencer goes
+// on. Sequenced transactions are answered at once (their ids are final) but
+// held back from raft until the signature that will cover them is due, so a
+// batch and its signature reach the disk in one fsync. A signature is due as
+// soon as the previous one is durable (but at most every quarter of the
+// signature interval), after SignatureTxCount transactions, or when the
+// ticker finds unsigned transactions. A proposal raft refuses, or held
+// entries when the node stops leading, are rolled back: their transactions
+// turn Invalid.
 //
 // # Status
 //

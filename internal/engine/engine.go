@@ -182,6 +182,10 @@ type Engine struct {
 	view      uint64 // current raft term
 	leader    bool
 	sigCache  map[uint64]*ledger.Signature
+	// unwritten holds the payloads of entries in the log but not yet handed
+	// to the ledger files (held for a signature, or queued for the append
+	// thread), so that reads see every entry Status reports.
+	unwritten map[uint64][]byte
 
 	committed  atomic.Uint64 // seqno of the last committed signature
 	durable    atomic.Uint64 // last index fsynced by the append thread
@@ -266,6 +270,7 @@ func Open(cfg Config) (*Engine, error) {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		sigCache:   make(map[uint64]*ledger.Signature),
+		unwritten:  make(map[uint64][]byte),
 		commitWake: make(chan struct{}),
 	}
 	if err := e.replay(); err != nil {

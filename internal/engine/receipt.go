@@ -53,17 +53,24 @@ func (e *Engine) Read(id ledger.TxID) (*Record, error) {
 
 // entry reads and parses the stored entry of id, checking its term.
 func (e *Engine) entry(id ledger.TxID) (ledger.Parsed, error) {
-	ent, err := e.log.Entry(id.Seqno)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return ledger.Parsed{}, fmt.Errorf("%s: %w", id, ErrUnknownTx)
+	e.mu.RLock()
+	data, ok := e.unwritten[id.Seqno]
+	term := e.termOfLocked(id.Seqno)
+	e.mu.RUnlock()
+	if !ok {
+		ent, err := e.log.Entry(id.Seqno)
+		if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
+				return ledger.Parsed{}, fmt.Errorf("%s: %w", id, ErrUnknownTx)
+			}
+			return ledger.Parsed{}, fmt.Errorf("read %s: %w", id, err)
 		}
-		return ledger.Parsed{}, fmt.Errorf("read %s: %w", id, err)
+		data, term = ent.Data, ent.Term
 	}
-	if ent.Term != id.View {
+	if term != id.View {
 		return ledger.Parsed{}, fmt.Errorf("%s: %w", id, ErrInvalid)
 	}
-	p, err := ledger.Parse(ent.Data)
+	p, err := ledger.Parse(data)
 	if err != nil {
 		return ledger.Parsed{}, fmt.Errorf("%s: %w", id, err)
 	}

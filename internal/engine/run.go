@@ -37,13 +37,17 @@ type seqState struct {
 	lastSig   uint64 // seqno of the last signature this node proposed
 	lastSigAt time.Time
 	own       []pb.Entry
-	// held are requests that arrived while no leader was known (an election
-	// in progress); they are sequenced once this node leads.
-	held []*request
+	// waiting are requests that arrived while no leader was known (an
+	// election in progress); they are sequenced once this node leads.
+	waiting []*request
+	// held are entries sequenced (ids fixed, answered, in the store and the
+	// tree) but not yet proposed: they wait for the signature that will
+	// cover them.
+	held []pb.Entry
 }
 
-// maxHeld bounds the requests held during an election.
-const maxHeld = 1 << 16
+// maxWaiting bounds the requests held during an election.
+const maxWaiting = 1 << 16
 
 func (e *Engine) run() {
 	defer close(e.done)
@@ -64,7 +68,7 @@ func (e *Engine) run() {
 	}()
 	tick := time.NewTicker(e.cfg.TickInterval)
 	defer tick.Stop()
-	sigTick := time.NewTicker(e.cfg.SignatureInterval)
+	sigTick := time.NewTicker(max(e.minSignatureGap(), time.Millisecond))
 	defer sigTick.Stop()
 	if e.singleVoter() {
 		if err := e.rn.Campaign(); err != nil {
@@ -78,10 +82,10 @@ func (e *Engine) run() {
 			e.fail(err)
 			return
 		}
-		if len(st.held) > 0 && e.rn.BasicStatus().Lead != raft.None {
-			held := st.held
-			st.held = nil
-			if err := e.sequence(&st, held, false); err != nil {
+		if len(st.waiting) > 0 && e.rn.BasicStatus().Lead != raft.None {
+			waiting := st.waiting
+			st.waiting = nil
+			if err := e.sequence(&st, waiting, false); err != nil {
 				e.fail(err)
 				return
 			}
@@ -112,7 +116,7 @@ func (e *Engine) run() {
 			e.rn.Tick()
 			continue
 		case <-sigTick.C:
-			if st.sinceSig > 0 {
+			if st.sinceSig > 0 && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap() {
 				if err := e.sequence(&st, nil, true); err != nil {
 					e.fail(err)
 					return
@@ -196,6 +200,13 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 				return nil, err
 			}
 			entries += len(m.Entries)
+			e.mu.Lock()
+			for _, ent := range m.Entries {
+				if p, ok := e.unwritten[ent.Index]; ok && sameBytes(p, ent.Data) {
+					delete(e.unwritten, ent.Index)
+				}
+			}
+			e.mu.Unlock()
 		}
 		if m.Term != 0 || m.Vote != 0 || m.Commit != 0 {
 			if m.Term != hs.Term || m.Vote != hs.Vote {
@@ -263,7 +274,7 @@ func (e *Engine) fail(err error) {
 
 // failPending answers every queued request once the loop has stopped.
 func (e *Engine) failPending(st *seqState) {
-	for _, r := range st.held {
+	for _, r := range st.waiting {
 		r.reply <- result{err: ErrClosed}
 	}
 	for {
@@ -280,8 +291,8 @@ func (e *Engine) failPending(st *seqState) {
 // entries and proposes them to raft in one message.
 func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	bs := e.rn.BasicStatus()
-	if bs.Lead == raft.None && len(st.held)+len(batch) <= maxHeld {
-		st.held = append(st.held, batch...)
+	if bs.Lead == raft.None && len(st.waiting)+len(batch) <= maxWaiting {
+		st.waiting = append(st.waiting, batch...)
 		return nil
 	}
 	if bs.RaftState != raft.StateLeader || bs.LeadTransferee != raft.None {
@@ -324,75 +335,92 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 		}
 		todo, next = nil, start+1
 	}
-	var applied []*kv.WriteSet
-	if e.cfg.Observer != nil {
-		applied = make([]*kv.WriteSet, len(batch))
-	}
-	ents := make([]pb.Entry, 0, len(todo)+1)
 	var seqErr error
 	e.mu.Lock()
 	for _, t := range todo {
 		e.tree.Append(t.leaf)
-		ents = append(ents, pb.Entry{Term: view, Index: t.id.Seqno, Type: pb.EntryNormal, Data: t.payload})
+		e.unwritten[t.id.Seqno] = t.payload
+		st.held = append(st.held, pb.Entry{Term: view, Index: t.id.Seqno, Type: pb.EntryNormal, Data: t.payload})
 		replies[t.req].id = t.id
-		if applied != nil {
-			applied[t.req] = batch[t.req].ws
-		}
+	}
+	if len(todo) > 0 {
+		e.lastIndex = next - 1
+		e.noteTermLocked(view, start+1)
 	}
 	st.sinceSig += len(todo)
-	if st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount || e.signatureDue(st)) {
+	due := st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount || e.signatureDue(st))
+	if due {
 		payload, err := e.signature(st, view, next)
 		if err != nil {
 			seqErr = err
 		} else {
-			ents = append(ents, pb.Entry{Term: view, Index: next, Type: pb.EntryNormal, Data: payload})
+			st.held = append(st.held, pb.Entry{Term: view, Index: next, Type: pb.EntryNormal, Data: payload})
+			e.unwritten[next] = payload
 			st.lastSig, st.lastSigAt = next, e.cfg.testOnlyNow()
-			next++
+			e.lastIndex = next
+			e.noteTermLocked(view, next)
 			st.sinceSig = 0
 		}
-	}
-	if len(ents) > 0 {
-		e.lastIndex = next - 1
-		e.noteTermLocked(view, start+1)
 	}
 	e.mu.Unlock()
-	if len(ents) > 0 {
-		if err := e.rn.Step(pb.Message{Type: pb.MsgProp, From: e.cfg.RaftID, Entries: ents}); err != nil {
-			// Raft did not take the entries: forget them everywhere.
-			e.rollbackTo(start)
-			st.sinceSig = 0
-			for i := range replies {
-				if replies[i].err == nil {
-					replies[i] = result{err: fmt.Errorf("propose: %w", err)}
-				}
-			}
-		} else {
-			st.own = append(st.own, ents...)
-			e.metrics.Transactions.Add(uint64(len(todo)))
-			if applied != nil {
-				for i := range batch {
-					if replies[i].err == nil {
-						e.cfg.Observer.Applied(replies[i].id, ledger.KindTx, applied[i])
-					}
-				}
-			}
+	e.metrics.Transactions.Add(uint64(len(todo)))
+	if e.cfg.Observer != nil {
+		for _, t := range todo {
+			e.cfg.Observer.Applied(t.id, ledger.KindTx, batch[t.req].ws)
 		}
 	}
+	// The ids are final: answer now. The entries wait, sealed, for the
+	// signature that will cover them, and go to raft together with it, so
+	// that both reach the disk in one fsync.
 	for i, r := range batch {
 		r.reply <- replies[i]
+	}
+	if due && seqErr == nil {
+		e.propose(st)
 	}
 	return seqErr
 }
 
-// signatureDue paces signatures to the disk: a new one goes out with a batch
-// as soon as the previous one is durable (so a transaction waits for about
-// one fsync beyond its own), but not more often than every quarter of the
-// signature interval, which bounds the signing cost. The signature ticker
-// signs whatever is left when no batch comes.
-func (e *Engine) signatureDue(st *seqState) bool {
-	return st.lastSig <= e.durable.Load() &&
-		e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.cfg.SignatureInterval/4
+// propose hands the held entries to raft in one message. If raft refuses
+// them (leadership lost meanwhile), they are rolled back: their
+// transactions turn Invalid.
+func (e *Engine) propose(st *seqState) {
+	if len(st.held) == 0 {
+		return
+	}
+	ents := st.held
+	st.held = nil
+	if err := e.rn.Step(pb.Message{Type: pb.MsgProp, From: e.cfg.RaftID, Entries: ents}); err != nil {
+		e.logger.Warn("raft refused proposals", slog.Uint64("from", ents[0].Index), slog.Int("count", len(ents)), slog.Any("error", err))
+		e.rollbackTo(ents[0].Index - 1)
+		st.sinceSig = 0
+		return
+	}
+	st.own = append(st.own, ents...)
 }
+
+// dropHeld rolls back entries sequenced but not yet proposed, when this
+// node stops leading.
+func (e *Engine) dropHeld(st *seqState) {
+	if len(st.held) == 0 {
+		return
+	}
+	e.rollbackTo(st.held[0].Index - 1)
+	st.held = nil
+	st.sinceSig = 0
+}
+
+// signatureDue paces signatures to the disk: the next one goes out as soon
+// as the previous one is durable, with every transaction sequenced since,
+// so a transaction commits one or two fsyncs after it arrives; but not
+// within a quarter of the signature interval of the previous one, which
+// bounds the signing cost. The signature ticker (at that quarter) signs
+// whatever is left when nothing else happens.
+func (e *Engine) signatureDue(st *seqState) bool {
+	return st.lastSig <= e.durable.Load() && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap()
+}
+
+func (e *Engine) minSignatureGap() time.Duration { return e.cfg.SignatureInterval / 4 }
 
 // sealing is one transaction of a batch on its way to the log.
 type sealing struct {
@@ -501,6 +529,11 @@ func (e *Engine) rollbackTo(index uint64) {
 	for len(e.terms) > 0 && e.terms[len(e.terms)-1].index > index {
 		e.terms = e.terms[:len(e.terms)-1]
 	}
+	for seqno := range e.unwritten {
+		if seqno > index {
+			delete(e.unwritten, seqno)
+		}
+	}
 	e.lastIndex = index
 	if e.cfg.Observer != nil {
 		e.cfg.Observer.RolledBack(index)
@@ -528,6 +561,9 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 		wasLeader := e.leader
 		e.leader = rd.SoftState.RaftState == raft.StateLeader
 		e.mu.Unlock()
+		if wasLeader && !e.leader {
+			e.dropHeld(st)
+		}
 		if wasLeader != e.leader {
 			e.logger.Info("raft role changed", slog.Bool("primary", e.leader), slog.Uint64("view", e.rn.BasicStatus().Term))
 		}
@@ -585,7 +621,7 @@ func (e *Engine) learn(st *seqState, ents []pb.Entry) error {
 			e.logger.Warn("rolling back uncommitted entries", slog.Uint64("from", ent.Index), slog.Uint64("to", last))
 			e.rollbackTo(ent.Index - 1)
 		}
-		if err := e.applyEntry(ent.Term, ent.Index, ent.Data); err != nil {
+		if err := e.applyEntry(ent.Term, ent.Index, ent.Data, false); err != nil {
 			return err
 		}
 	}
@@ -596,7 +632,7 @@ func (e *Engine) learn(st *seqState, ents []pb.Entry) error {
 }
 
 // applyEntry adds one entry written elsewhere to the store and the tree.
-func (e *Engine) applyEntry(term, index uint64, payload []byte) error {
+func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) error {
 	p, err := ledger.Parse(payload)
 	if err != nil {
 		return fmt.Errorf("entry %d.%d: %w", term, index, err)
@@ -637,6 +673,9 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte) error {
 		}
 	}
 	e.tree.Append(p.Leaf())
+	if !written && len(payload) > 0 {
+		e.unwritten[index] = payload
+	}
 	if sig != nil {
 		e.sigs = append(e.sigs, index)
 		e.cacheSignatureLocked(sig)
@@ -715,7 +754,7 @@ func (e *Engine) replay() error {
 			return fmt.Errorf("replay from %d: %w", lo, err)
 		}
 		for _, ent := range ents {
-			if err := e.applyEntry(ent.Term, ent.Index, ent.Data); err != nil {
+			if err := e.applyEntry(ent.Term, ent.Index, ent.Data, true); err != nil {
 				return fmt.Errorf("replay: %w", err)
 			}
 		}
@@ -725,6 +764,11 @@ func (e *Engine) replay() error {
 		e.logger.Info("ledger replayed", slog.Uint64("entries", last-first+1), slog.Uint64("last", last))
 	}
 	return nil
+}
+
+// sameBytes reports whether a and b are the same slice (not just equal).
+func sameBytes(a, b []byte) bool {
+	return len(a) > 0 && len(a) == len(b) && &a[0] == &b[0]
 }
 
 func isSignature(payload []byte) bool {
