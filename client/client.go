@@ -328,6 +328,33 @@ func newError(r *response) *Error {
 	return e
 }
 
+// Call sends one request to a Parley path outside the ledger data plane
+// (attestation, keys, governance): in, when not nil, is sent as JSON; a 2xx
+// JSON answer is decoded into out, when not nil. Path is relative to the
+// endpoint and its segments must already be escaped; the api-version is
+// added as on every call (those routes ignore it). A service error is an
+// *Error.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+	}
+	r, err := c.do(ctx, method, path, nil, "application/json", body, http.StatusOK, http.StatusCreated, http.StatusNoContent)
+	if err != nil {
+		return err
+	}
+	if out == nil || len(r.body) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(r.body, out); err != nil {
+		return fmt.Errorf("decode %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
 // getJSON GETs path and decodes a 200 response into v.
 func (c *Client) getJSON(ctx context.Context, path string, q url.Values, v any) (*response, error) {
 	r, err := c.do(ctx, http.MethodGet, path, q, "", nil, http.StatusOK)

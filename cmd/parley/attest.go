@@ -1,29 +1,22 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 
-	"github.com/parleyhq/parley/client"
 	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/tee"
@@ -296,68 +289,6 @@ policy refuses it, 2 on misuse or unreadable files.`,
 	return cmd
 }
 
-// httpClient is an HTTPS client pinned to the profile's service
-// certificate, presenting the user certificate when there is one.
-func httpClient(p *client.Profile) (*http.Client, error) {
-	o, err := p.Options()
-	if err != nil {
-		return nil, &exitError{code: 2, err: err}
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(o.CACertPEM) {
-		return nil, &exitError{code: 2, err: fmt.Errorf("no certificate in the service certificate file")}
-	}
-	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if len(o.CertPEM) > 0 {
-		c, err := tls.X509KeyPair(o.CertPEM, o.KeyPEM)
-		if err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("client certificate: %w", err)}
-		}
-		tc.Certificates = []tls.Certificate{c}
-	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, nil
-}
-
-// call sends one JSON request and decodes the JSON answer into out.
-func call(ctx context.Context, hc *http.Client, method, url string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, client.MaxResponseSize))
-	if err != nil {
-		return fmt.Errorf("read response: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string } `json:"error"`
-		}
-		json.Unmarshal(b, &e)
-		return &exitError{code: 1, err: fmt.Errorf("%d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("decode response: %w", err)
-	}
-	return nil
-}
-
 // maaName is the attest endpoint's name for a platform.
 func maaName(p tee.Platform) string {
 	switch p {
@@ -417,21 +348,16 @@ with it and print its claims instead.`,
 				}
 				body["runtimeData"] = map[string]string{"data": b64url(rt), "dataType": "JSON"}
 			}
-			prof, err := cf.resolve()
-			if err != nil {
-				return err
-			}
-			hc, err := httpClient(prof)
+			c, _, err := cf.client(false)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
-			endpoint := strings.TrimRight(prof.Endpoint, "/")
 			var out struct {
 				Token string `json:"token"`
 			}
-			if err := call(ctx, hc, "POST", endpoint+"/attest/"+maaName(p), body, &out); err != nil {
+			if err := c.Call(ctx, "POST", "/attest/"+maaName(p), body, &out); err != nil {
 				return err
 			}
 			if !claims {
@@ -439,22 +365,22 @@ with it and print its claims instead.`,
 				return err
 			}
 			var jwks jose.JSONWebKeySet
-			if err := call(ctx, hc, "GET", endpoint+"/certs", nil, &jwks); err != nil {
+			if err := c.Call(ctx, "GET", "/certs", nil, &jwks); err != nil {
 				return err
 			}
 			var oidc attest.OpenIDConfiguration
-			if err := call(ctx, hc, "GET", endpoint+"/.well-known/openid-configuration", nil, &oidc); err != nil {
+			if err := c.Call(ctx, "GET", "/.well-known/openid-configuration", nil, &oidc); err != nil {
 				return err
 			}
 			aud := audience
 			if aud == "" {
 				aud = oidc.Issuer
 			}
-			c, err := (&attest.Verifier{Keys: jwks, Issuer: oidc.Issuer, Audience: aud}).Verify(out.Token)
+			got, err := (&attest.Verifier{Keys: jwks, Issuer: oidc.Issuer, Audience: aud}).Verify(out.Token)
 			if err != nil {
 				return &exitError{code: 1, err: err}
 			}
-			return printJSON(cmd.OutOrStdout(), c)
+			return printJSON(cmd.OutOrStdout(), got)
 		},
 	}
 	fs := cmd.Flags()
@@ -482,20 +408,16 @@ endpoint until governance proposals set the policy.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			prof, err := cf.resolve()
-			if err != nil {
-				return err
-			}
-			hc, err := httpClient(prof)
+			c, _, err := cf.client(false)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
-			url := strings.TrimRight(prof.Endpoint, "/") + "/app/attestation/policy"
+			const path = "/app/attestation/policy"
 			var out json.RawMessage
 			if args[0] == "get" {
-				err = call(ctx, hc, "GET", url, nil, &out)
+				err = c.Call(ctx, "GET", path, nil, &out)
 			} else {
 				b, rerr := readLimited(args[1])
 				if rerr != nil {
@@ -504,7 +426,7 @@ endpoint until governance proposals set the policy.`,
 				if _, perr := tee.ParsePolicy(b); perr != nil {
 					return &exitError{code: 2, err: perr}
 				}
-				err = call(ctx, hc, "PUT", url, json.RawMessage(b), &out)
+				err = c.Call(ctx, "PUT", path, json.RawMessage(b), &out)
 			}
 			if err != nil {
 				return err

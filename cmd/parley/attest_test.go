@@ -180,12 +180,12 @@ func TestIntegrationAttestRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc, err := httpClient(prof)
+	c, err := prof.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var jwks jose.JSONWebKeySet
-	if err := call(context.Background(), hc, "GET", prof.Endpoint+"/certs", nil, &jwks); err != nil {
+	if err := c.Call(context.Background(), "GET", "/certs", nil, &jwks); err != nil {
 		t.Fatal(err)
 	}
 	o, _ := prof.Options()

@@ -39,9 +39,7 @@ Connection flags as for ` + "`parley ledger`" + `.`,
 	return cmd
 }
 
-func keyURL(endpoint, name string) string {
-	return strings.TrimRight(endpoint, "/") + "/app/keys/" + url.PathEscape(name)
-}
+func keyPath(name string) string { return "/app/keys/" + url.PathEscape(name) }
 
 func newKeysCreateCmd(cf *connFlags) *cobra.Command {
 	var policy, importFile string
@@ -75,18 +73,14 @@ example
 				}
 				body["key"] = b64url(k)
 			}
-			prof, err := cf.resolve()
-			if err != nil {
-				return err
-			}
-			hc, err := httpClient(prof)
+			c, _, err := cf.client(false)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
 			var out keyrelease.Key
-			if err := call(ctx, hc, "PUT", keyURL(prof.Endpoint, args[0]), body, &out); err != nil {
+			if err := c.Call(ctx, "PUT", keyPath(args[0]), body, &out); err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), out)
@@ -103,18 +97,14 @@ func newKeysShowCmd(cf *connFlags) *cobra.Command {
 		Short: "Describe a key (never its material)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			prof, err := cf.resolve()
-			if err != nil {
-				return err
-			}
-			hc, err := httpClient(prof)
+			c, _, err := cf.client(false)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := cf.context(cmd)
 			defer cancel()
 			var out keyrelease.Key
-			if err := call(ctx, hc, "GET", keyURL(prof.Endpoint, args[0]), nil, &out); err != nil {
+			if err := c.Call(ctx, "GET", keyPath(args[0]), nil, &out); err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), out)
@@ -150,11 +140,7 @@ stdout.`,
 			if err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("%s: %w", runtimeKey, err)}
 			}
-			prof, err := cf.resolve()
-			if err != nil {
-				return err
-			}
-			hc, err := httpClient(prof)
+			c, _, err := cf.client(false)
 			if err != nil {
 				return err
 			}
@@ -166,18 +152,10 @@ stdout.`,
 				Receipt       *api.Receipt `json:"receipt"`
 			}
 			body := map[string]string{"target": strings.TrimSpace(string(tb)), "nonce": nonce, "kid": kid}
-			if err := call(ctx, hc, "POST", keyURL(prof.Endpoint, args[0])+"/release", body, &res); err != nil {
+			if err := c.Call(ctx, "POST", keyPath(args[0])+"/release", body, &res); err != nil {
 				return err
 			}
-			o, err := prof.Options()
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			svc, err := identity.ParseCertPEM(o.CACertPEM)
-			if err != nil {
-				return &exitError{code: 2, err: err}
-			}
-			if err := receipt.Verify(res.Receipt, svc); err != nil {
+			if err := receipt.Verify(res.Receipt, c.ServiceCertificate()); err != nil {
 				return &exitError{code: 1, err: fmt.Errorf("the release receipt does not verify: %w", err)}
 			}
 			key, err := keyrelease.Unwrap(priv, res.Enc, args[0], res.Ciphertext)
