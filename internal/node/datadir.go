@@ -15,6 +15,7 @@
 package node
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -52,7 +53,14 @@ type Identity struct {
 	NodeKey     *ecdsa.PrivateKey
 	NodeCertPEM []byte
 	Secret      *ledger.Secret
+	// rawSecret is the ledger secret Secret derives from, kept only to be
+	// wrapped for recovery (LedgerSecret). Never logged.
+	rawSecret []byte
 }
+
+// LedgerSecret returns a copy of the raw ledger secret, for governance to
+// wrap into recovery shares; the caller clears it after use.
+func (id *Identity) LedgerSecret() []byte { return bytes.Clone(id.rawSecret) }
 
 // InitOptions configures a new service's first node.
 type InitOptions struct {
@@ -190,11 +198,11 @@ func Load(fsys vfs.FS, dir string) (*Identity, error) {
 		return nil, err
 	}
 	secret, err := ledger.NewSecret(raw)
-	clear(raw)
 	if err != nil {
+		clear(raw)
 		return nil, fmt.Errorf("load ledger secret: %w", err)
 	}
-	return &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret}, nil
+	return &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret, rawSecret: raw}, nil
 }
 
 // WarnNoTEE logs, loudly, where the secrets are.

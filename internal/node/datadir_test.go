@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/ledgertest/lazyfs"
 	"github.com/parleyhq/parley/internal/vfs"
 )
@@ -81,5 +82,37 @@ func TestInitDurable(t *testing.T) {
 	}
 	if !again.NodeKey.Equal(id.NodeKey) {
 		t.Errorf("node key changed across the power cut")
+	}
+}
+
+func TestLedgerSecret(t *testing.T) {
+	dir := t.TempDir()
+	id, err := Init(vfs.OS{}, dir, InitOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Load(vfs.OS{}, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := id.LedgerSecret()
+	if len(raw) != 32 || bytes.Equal(raw, make([]byte, 32)) {
+		t.Fatalf("LedgerSecret() = %d bytes %x, want 32 random bytes", len(raw), raw)
+	}
+	if !bytes.Equal(again.LedgerSecret(), raw) {
+		t.Errorf("LedgerSecret differs across Load")
+	}
+	clear(raw)
+	if bytes.Equal(id.LedgerSecret(), raw) {
+		t.Errorf("clearing the returned copy cleared the identity's secret")
+	}
+	// The derived secret is the one the raw bytes give.
+	want, err := ledger.NewSecret(id.LedgerSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id0 := ledger.TxID{View: 2, Seqno: 5}
+	if got, want := id.Secret.CommitEvidence(id0), want.CommitEvidence(id0); got != want {
+		t.Errorf("Identity.Secret commit evidence %s, want %s (from LedgerSecret)", got, want)
 	}
 }
