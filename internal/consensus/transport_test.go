@@ -1,0 +1,398 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/verify"
+	"github.com/parleyhq/parley/internal/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
+)
+
+// testNode is one engine with its transport and HTTPS listener.
+type testNode struct {
+	id     uint64
+	addr   string
+	dir    string
+	key    *ecdsa.PrivateKey
+	cert   []byte // DER
+	eng    *engine.Engine
+	tr     *Transport
+	srv    *http.Server
+	served chan struct{}
+}
+
+type testCluster struct {
+	t      *testing.T
+	svc    *identity.Service
+	secret *ledger.Secret
+	ids    []uint64
+	nodes  map[uint64]*testNode
+}
+
+func newKeyCert(t *testing.T, svc *identity.Service) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := svc.EndorseNode(&key.PublicKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, der
+}
+
+func newTestCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	svc, err := identity.NewService("Parley Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, ledger.SecretSize)
+	rand.Read(raw)
+	secret, err := ledger.NewSecret(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testCluster{t: t, svc: svc, secret: secret, nodes: map[uint64]*testNode{}}
+	lns := map[uint64]net.Listener{}
+	for i := 1; i <= n; i++ {
+		id := uint64(i)
+		c.ids = append(c.ids, id)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[id] = ln
+		key, der := newKeyCert(t, svc)
+		c.nodes[id] = &testNode{id: id, addr: ln.Addr().String(), dir: filepath.Join(t.TempDir(), "ledger"), key: key, cert: der}
+	}
+	for _, id := range c.ids {
+		c.start(id, lns[id])
+	}
+	t.Cleanup(func() {
+		for _, id := range c.ids {
+			c.stop(id)
+		}
+	})
+	return c
+}
+
+func (c *testCluster) peers() []Peer {
+	var ps []Peer
+	for _, id := range c.ids {
+		n := c.nodes[id]
+		nid, err := identity.NodeID(&n.key.PublicKey)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		ps = append(ps, Peer{ID: id, Address: n.addr, NodeID: nid})
+	}
+	return ps
+}
+
+// start opens node id's engine and serves its transport on ln (a new
+// listener on its address when nil).
+func (c *testCluster) start(id uint64, ln net.Listener) {
+	c.t.Helper()
+	n := c.nodes[id]
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.addr); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	tlsCert := tls.Certificate{Certificate: [][]byte{n.cert}, PrivateKey: n.key}
+	tr, err := New(Config{ID: id, Peers: c.peers(), Certificate: tlsCert, ServiceCert: c.svc.Cert})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	eng, err := engine.Open(engine.Config{
+		Dir:          n.dir,
+		Secret:       c.secret,
+		NodeKey:      n.key,
+		NodeCertPEM:  identity.EncodeCertPEM(n.cert),
+		RaftID:       id,
+		Voters:       c.ids,
+		Transport:    tr,
+		TickInterval: 10 * time.Millisecond,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	tr.SetReceiver(eng)
+	n.eng, n.tr = eng, tr
+	n.srv = &http.Server{
+		Handler: tr,
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{tlsCert},
+			ClientAuth:   tls.RequestClientCert,
+			MinVersion:   tls.VersionTLS12,
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	n.served = make(chan struct{})
+	go func() {
+		defer close(n.served)
+		n.srv.ServeTLS(ln, "", "")
+	}()
+}
+
+// stop closes node id's server, transport and engine.
+func (c *testCluster) stop(id uint64) {
+	n := c.nodes[id]
+	if n.eng == nil {
+		return
+	}
+	n.srv.Close()
+	<-n.served
+	n.tr.Close()
+	n.eng.Close()
+	n.eng = nil
+}
+
+func (c *testCluster) leader(among []uint64) uint64 {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		var leaders []uint64
+		for _, id := range among {
+			if c.nodes[id].eng.IsPrimary() {
+				leaders = append(leaders, id)
+			}
+		}
+		if len(leaders) == 1 {
+			return leaders[0]
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	c.t.Fatalf("no single leader among %v", among)
+	return 0
+}
+
+func (c *testCluster) commitOn(id uint64, n int, prefix string) []ledger.TxID {
+	c.t.Helper()
+	e := c.nodes[id].eng
+	var ids []ledger.TxID
+	for i := range n {
+		tx := e.Begin()
+		tx.Put("private:m", fmt.Sprintf("%s-%d", prefix, i), []byte(prefix))
+		txid, err := e.Commit(context.Background(), tx, engine.CommitOptions{})
+		if err != nil {
+			c.t.Fatalf("commit on node %d: %v", id, err)
+		}
+		ids = append(ids, txid)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.WaitCommitted(ctx, ids[len(ids)-1]); err != nil {
+		c.t.Fatalf("wait for %s on node %d: %v", ids[len(ids)-1], id, err)
+	}
+	return ids
+}
+
+func (c *testCluster) waitCommitted(on []uint64, txid ledger.TxID) {
+	c.t.Helper()
+	for _, id := range on {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := c.nodes[id].eng.WaitCommitted(ctx, txid)
+		cancel()
+		if err != nil {
+			c.t.Fatalf("node %d: %s: %v", id, txid, err)
+		}
+	}
+}
+
+// TestTransportReplicatesAndFailsOver runs three engines over loopback
+// TLS: they replicate; the leader stops; the other two elect a new leader
+// in a later view and commit; the old leader restarts on its data and
+// catches up; every committed transaction is on every node with the same
+// value, and every ledger verifies.
+func TestTransportReplicatesAndFailsOver(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.leader(c.ids)
+	before := c.commitOn(old, 20, "before")
+	c.waitCommitted(c.ids, before[len(before)-1])
+
+	c.stop(old)
+	var rest []uint64
+	for _, id := range c.ids {
+		if id != old {
+			rest = append(rest, id)
+		}
+	}
+	neu := c.leader(rest)
+	after := c.commitOn(neu, 20, "after")
+	if after[0].View <= before[0].View {
+		t.Fatalf("new leader wrote in view %d, not after view %d", after[0].View, before[0].View)
+	}
+	c.waitCommitted(rest, after[len(after)-1])
+
+	c.start(old, nil)
+	c.waitCommitted(c.ids, after[len(after)-1])
+	for _, id := range c.ids {
+		e := c.nodes[id].eng
+		for _, txid := range append(before, after...) {
+			if got := e.Status(txid); got != engine.StatusCommitted {
+				t.Errorf("node %d: %s is %v, want Committed", id, txid, got)
+			}
+		}
+		rec, err := e.Read(after[5])
+		if err != nil {
+			t.Fatalf("node %d: read %s: %v", id, after[5], err)
+		}
+		if rec == nil {
+			t.Fatalf("node %d: no record for %s", id, after[5])
+		}
+		if v, _ := e.Begin().Get("private:m", "before-7"); !bytes.Equal(v, []byte("before")) {
+			t.Errorf("node %d: before-7 = %q, want %q", id, v, "before")
+		}
+	}
+	for _, id := range c.ids {
+		if s := c.nodes[id].tr.Stats(); s.Received == 0 {
+			t.Errorf("node %d received no raft message over the network", id)
+		}
+	}
+	for _, id := range c.ids {
+		c.stop(id)
+		if _, err := verify.Ledger(vfs.OS{}, c.nodes[id].dir, c.svc.Cert, verify.Options{}); err != nil {
+			t.Errorf("node %d ledger: %v", id, err)
+		}
+	}
+}
+
+// TestTransportRefusesStrangers posts to a node with certificates that must
+// be refused: none, one from another service, and a service-endorsed one
+// of a node that is not a member; and a member claiming another's messages.
+func TestTransportRefusesStrangers(t *testing.T) {
+	c := newTestCluster(t, 2)
+	target := c.nodes[1]
+	other, err := identity.NewService("Other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignKey, foreignCert := newKeyCert(t, other)
+	strangerKey, strangerCert := newKeyCert(t, c.svc)
+	member := c.nodes[2]
+	var body bytes.Buffer
+	if err := Encode(&body, []pb.Message{{Type: pb.MsgHeartbeat, From: 3, To: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var good bytes.Buffer
+	if err := Encode(&good, []pb.Message{{Type: pb.MsgHeartbeat, From: 2, To: 1, Term: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cert *tls.Certificate
+		body []byte
+		want int
+	}{
+		{"no client certificate", nil, good.Bytes(), http.StatusForbidden},
+		{"other service", &tls.Certificate{Certificate: [][]byte{foreignCert}, PrivateKey: foreignKey}, good.Bytes(), http.StatusForbidden},
+		{"endorsed non-member", &tls.Certificate{Certificate: [][]byte{strangerCert}, PrivateKey: strangerKey}, good.Bytes(), http.StatusForbidden},
+		{"member spoofing sender", &tls.Certificate{Certificate: [][]byte{member.cert}, PrivateKey: member.key}, body.Bytes(), http.StatusForbidden},
+		{"member, garbage", &tls.Certificate{Certificate: [][]byte{member.cert}, PrivateKey: member.key}, []byte{0xff, 0xff, 0xff}, http.StatusBadRequest},
+		{"member", &tls.Certificate{Certificate: [][]byte{member.cert}, PrivateKey: member.key}, good.Bytes(), http.StatusNoContent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			roots := c.svc.Cert
+			cfg := &tls.Config{RootCAs: poolOf(roots), MinVersion: tls.VersionTLS12}
+			if tt.cert != nil {
+				cfg.Certificates = []tls.Certificate{*tt.cert}
+			}
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+			defer hc.CloseIdleConnections()
+			resp, err := hc.Post("https://"+target.addr+Path, "application/octet-stream", bytes.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncodeDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		msgs []pb.Message
+	}{
+		{"none", nil},
+		{"one", []pb.Message{{Type: pb.MsgApp, From: 1, To: 2, Term: 3, Index: 4, Entries: []pb.Entry{{Term: 3, Index: 5, Data: []byte("x")}}}}},
+		{"several", []pb.Message{{Type: pb.MsgHeartbeat, From: 1, To: 2}, {Type: pb.MsgVote, From: 1, To: 3, Term: 9}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := Encode(&b, tt.msgs); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Decode(&b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.msgs) {
+				t.Fatalf("got %d messages, want %d", len(got), len(tt.msgs))
+			}
+			for i := range got {
+				if got[i].String() != tt.msgs[i].String() {
+					t.Errorf("message %d: got %v, want %v", i, got[i], tt.msgs[i])
+				}
+			}
+		})
+	}
+	if _, err := Decode(bytes.NewReader([]byte{0x05, 1, 2})); err == nil {
+		t.Error("Decode of a truncated message: err = nil, want an error")
+	}
+	if _, err := Decode(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0xff, 0x7f})); err == nil {
+		t.Error("Decode of an oversized length: err = nil, want an error")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	var b bytes.Buffer
+	Encode(&b, []pb.Message{{Type: pb.MsgApp, From: 1, To: 2, Entries: []pb.Entry{{Data: []byte("x")}}}})
+	f.Add(b.Bytes())
+	f.Add([]byte{0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, err := Decode(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := Encode(&out, msgs); err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		again, err := Decode(&out)
+		if err != nil || len(again) != len(msgs) {
+			t.Fatalf("round trip: %d messages, %v; want %d", len(again), err, len(msgs))
+		}
+	})
+}
+
+func poolOf(c *x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c)
+	return p
+}
