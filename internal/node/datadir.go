@@ -68,6 +68,14 @@ type InitOptions struct {
 	SANs []string
 	// Validity of the certificates; one year when zero.
 	Validity time.Duration
+	// Service, when set, is an existing service identity that endorses
+	// this node instead of a new one, and LedgerSecret (SecretSize bytes)
+	// the service's ledger secret. Both are for the development bootstrap
+	// of a static cluster (parley node init-cluster), which hands every
+	// node the same secrets out of band; the attested join protocol is
+	// the way to do this in production.
+	Service      *identity.Service
+	LedgerSecret []byte
 }
 
 // Init creates a new service identity, node identity and ledger secret in
@@ -82,9 +90,15 @@ func Init(fsys vfs.FS, dir string, opts InitOptions) (*Identity, error) {
 	if err := vfs.MkdirAllDurable(fsys, dir, 0o700); err != nil {
 		return nil, fmt.Errorf("init %s: %w", dir, err)
 	}
-	svc, err := identity.NewService("Parley Service", opts.Validity)
-	if err != nil {
-		return nil, fmt.Errorf("init: %w", err)
+	if (opts.Service == nil) != (opts.LedgerSecret == nil) {
+		return nil, errors.New("init: Service and LedgerSecret go together")
+	}
+	svc := opts.Service
+	if svc == nil {
+		var err error
+		if svc, err = identity.NewService("Parley Service", opts.Validity); err != nil {
+			return nil, fmt.Errorf("init: %w", err)
+		}
 	}
 	nodeKey, err := ecdsa.GenerateKey(svc.Key.Curve, rand.Reader)
 	if err != nil {
@@ -95,7 +109,12 @@ func Init(fsys vfs.FS, dir string, opts InitOptions) (*Identity, error) {
 		return nil, fmt.Errorf("init: %w", err)
 	}
 	secret := make([]byte, ledger.SecretSize)
-	if _, err := rand.Read(secret); err != nil {
+	if opts.LedgerSecret != nil {
+		if len(opts.LedgerSecret) != ledger.SecretSize {
+			return nil, fmt.Errorf("init: ledger secret of %d bytes, want %d", len(opts.LedgerSecret), ledger.SecretSize)
+		}
+		copy(secret, opts.LedgerSecret)
+	} else if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("init: ledger secret: %w", err)
 	}
 	sealKey := make([]byte, 32)

@@ -116,3 +116,45 @@ func TestLedgerSecret(t *testing.T) {
 		t.Errorf("Identity.Secret commit evidence %s, want %s (from LedgerSecret)", got, want)
 	}
 }
+
+// TestInitSharedService creates two nodes of one service: same service key
+// and ledger secret, different node keys, both endorsed by the service.
+func TestInitSharedService(t *testing.T) {
+	svc, err := identity.NewService("Parley Service", 0x7fffffff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte{7}, ledger.SecretSize)
+	a, err := Init(vfs.OS{}, t.TempDir(), InitOptions{SANs: []string{"127.0.0.1"}, Service: svc, LedgerSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Init(vfs.OS{}, t.TempDir(), InitOptions{SANs: []string{"127.0.0.1"}, Service: svc, LedgerSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Service.Key.Equal(svc.Key) || !b.Service.Key.Equal(svc.Key) {
+		t.Errorf("nodes do not hold the given service key")
+	}
+	if !bytes.Equal(a.LedgerSecret(), secret) || !bytes.Equal(b.LedgerSecret(), secret) {
+		t.Errorf("nodes do not hold the given ledger secret")
+	}
+	if a.NodeKey.Equal(b.NodeKey) {
+		t.Errorf("two nodes got the same node key")
+	}
+	for _, id := range []*Identity{a, b} {
+		c, err := identity.ParseCertPEM(id.NodeCertPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CheckSignatureFrom(svc.Cert); err != nil {
+			t.Errorf("node certificate not endorsed by the shared service: %v", err)
+		}
+	}
+	if _, err := Init(vfs.OS{}, t.TempDir(), InitOptions{Service: svc}); err == nil {
+		t.Errorf("Init with a service but no ledger secret succeeded")
+	}
+	if _, err := Init(vfs.OS{}, t.TempDir(), InitOptions{Service: svc, LedgerSecret: []byte{1}}); err == nil {
+		t.Errorf("Init with a short ledger secret succeeded")
+	}
+}
