@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/ledger"
@@ -120,7 +121,7 @@ func TestLedgerSecret(t *testing.T) {
 // TestInitSharedService creates two nodes of one service: same service key
 // and ledger secret, different node keys, both endorsed by the service.
 func TestInitSharedService(t *testing.T) {
-	svc, err := identity.NewService("Parley Service", 0x7fffffff)
+	svc, err := identity.NewService("Parley Service", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
