@@ -48,5 +48,23 @@
 //	public:ccf.gov.service.config                    ""                JSON ServiceConfig
 //	public:ccf.gov.service.info                      ""                JSON ServiceInfo (recorded only)
 //	public:ccf.gov.ledger_secret.rekeys              proposal id       {"status":"Requested"} (recorded only)
+//	public:ccf.gov.recovery_shares                   member id         JSON RecoveryShare (encrypted to the member)
+//	public:ccf.internal.recovery.wrapped_ledger_secret ""              JSON WrappedSecret
 //	public:acl.users                                 user id           JSON {"assignedRoles":[…]} (package app)
+//
+// # Recovery shares
+//
+// With a SecretSource (Config.Secrets), the service keeps the ledger secret
+// recoverable by the members, as CCF does: a random 256-bit wrapping key
+// seals the ledger secret (AES-256-GCM, WrappedSecret), and is split with
+// Shamir's scheme (package shamir) into one share per recovery member (a
+// member with an encryption key), any recovery-threshold of which give it
+// back (every recovery member when no threshold is set). Each share is
+// encrypted to its member's RSA key with RSA-OAEP-256 (RecoveryShare).
+// Whenever a proposal changes the recovery members, their keys or the
+// threshold, the shares are made anew in the transaction that applies it;
+// EnsureRecoveryShares does so at start if they are missing or stale. A
+// member reads its share (RecoveryShare), decrypts it (DecryptShare), and
+// threshold shares open the wrapped secret (UnwrapLedgerSecret). Using
+// them to recover a service is not built yet (docs/governance.md).
 package gov

@@ -186,6 +186,9 @@ type Config struct {
 	// MaxClockSkew bounds |createdAt − now| (DefaultMaxClockSkew).
 	MaxClockSkew time.Duration
 	Logger       *slog.Logger
+	// Secrets gives the ledger secret to wrap for recovery. Without it, no
+	// recovery shares are written.
+	Secrets SecretSource
 }
 
 // Service runs governance over one engine. It is safe for concurrent use.
@@ -194,6 +197,8 @@ type Service struct {
 	now  func() time.Time
 	skew time.Duration
 	log  *slog.Logger
+	// secrets is nil when recovery shares are not kept.
+	secrets SecretSource
 }
 
 // New returns the governance service over cfg.Engine.
@@ -207,7 +212,7 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{eng: cfg.Engine, now: cfg.Now, skew: cfg.MaxClockSkew, log: cfg.Logger}
+	return &Service{eng: cfg.Engine, now: cfg.Now, skew: cfg.MaxClockSkew, log: cfg.Logger, secrets: cfg.Secrets}
 }
 
 // authenticated is a verified request within a transaction.
@@ -366,6 +371,11 @@ func (s *Service) apply(tx *kv.Tx, pid string, acts []Action) error {
 		if err := a.apply(st); err != nil {
 			return fmt.Errorf("action %d (%s): %w", i, acts[i].Name, err)
 		}
+	}
+	// Recovery members or the threshold may have changed: re-share in the
+	// same transaction.
+	if err := s.reshareIfStale(tx); err != nil {
+		return fmt.Errorf("recovery shares: %w", err)
 	}
 	return nil
 }
