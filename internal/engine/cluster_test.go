@@ -215,6 +215,14 @@ func TestClusterReplicates(t *testing.T) {
 	c.waitAllCommitted(last)
 	c.checkSameCommittedPrefix(c.engines[lead].CommittedID().Seqno)
 	for _, id := range c.ids {
+		if got := c.engines[id].Primary(); got != lead {
+			t.Errorf("node %d: Primary() = %d, want %d", id, got, lead)
+		}
+		if got := c.engines[id].RaftID(); got != id {
+			t.Errorf("node %d: RaftID() = %d", id, got)
+		}
+	}
+	for _, id := range c.ids {
 		e := c.engines[id]
 		r, err := e.Receipt(ids[3])
 		if err != nil {

@@ -181,6 +181,7 @@ type Engine struct {
 	lastIndex uint64
 	view      uint64 // current raft term
 	leader    bool
+	lead      uint64 // raft id of the leader this node knows, 0 if none
 	sigCache  map[uint64]*ledger.Signature
 	// unwritten holds the payloads of entries in the log but not yet handed
 	// to the ledger files (held for a signature, or queued for the append
@@ -442,6 +443,18 @@ func (e *Engine) IsPrimary() bool {
 	defer e.mu.RUnlock()
 	return e.leader
 }
+
+// Primary returns the raft id of the primary this node knows of, 0 while
+// it knows none (an election in progress). On a backup it may be stale by
+// up to an election timeout.
+func (e *Engine) Primary() uint64 {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.lead
+}
+
+// RaftID is this node's raft id.
+func (e *Engine) RaftID() uint64 { return e.cfg.RaftID }
 
 // termOfLocked returns the term of the entry at index, 0 if none.
 func (e *Engine) termOfLocked(index uint64) uint64 {

@@ -560,6 +560,7 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 		e.mu.Lock()
 		wasLeader := e.leader
 		e.leader = rd.SoftState.RaftState == raft.StateLeader
+		e.lead = rd.SoftState.Lead
 		e.mu.Unlock()
 		if wasLeader && !e.leader {
 			e.dropHeld(st)
