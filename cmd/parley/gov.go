@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,6 +280,71 @@ proposalId and state.`,
 			return c.do(ctx, http.MethodGet, "/gov/members", nil)
 		}),
 	}
-	cmd.AddCommand(propose, vote, withdraw, list, show, members)
+	cmd.AddCommand(propose, vote, withdraw, list, show, members, newGovShareCmd(&f))
+	return cmd
+}
+
+// newGovShareCmd makes `parley gov share`: fetch the member's encrypted
+// recovery share and decrypt it locally; the private key never leaves the
+// machine.
+func newGovShareCmd(f *govFlags) *cobra.Command {
+	var encKey string
+	cmd := &cobra.Command{
+		Use:   "share",
+		Short: "Fetch and decrypt your recovery share, printed in base64",
+		Long: `Fetches the member's recovery share (GET /gov/recovery/share), encrypted to
+its encryption key with RSA-OAEP-256, and decrypts it locally with
+--member-enc-key (default: the --member-cert path with _cert.pem replaced by
+_enc_privk.pem, as CCF's sandbox names the files). Prints the share in
+base64: what the member will submit to recover the service. Keep it secret.`,
+		Example: `  parley gov share --member-cert parley-dev/member1_cert.pem --member-key parley-dev/member1_privk.pem`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.resolve()
+			if err != nil {
+				return err
+			}
+			if encKey == "" {
+				if base, ok := strings.CutSuffix(f.memberCert, "_cert.pem"); ok {
+					encKey = base + "_enc_privk.pem"
+				} else {
+					return &exitError{code: 2, err: errors.New("no --member-enc-key")}
+				}
+			}
+			keyPEM, err := os.ReadFile(encKey)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--member-enc-key: %w", err)}
+			}
+			k, err := parsePrivateKey(keyPEM)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--member-enc-key %s: %w", encKey, err)}
+			}
+			rk, ok := k.(*rsa.PrivateKey)
+			if !ok {
+				return &exitError{code: 2, err: fmt.Errorf("--member-enc-key %s: not an RSA key", encKey)}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			defer cancel()
+			out, err := c.do(ctx, http.MethodGet, "/gov/recovery/share", nil)
+			if err != nil {
+				return err
+			}
+			var r struct {
+				MemberID       string `json:"memberId"`
+				EncryptedShare []byte `json:"encryptedShare"`
+			}
+			if err := json.Unmarshal(out, &r); err != nil {
+				return fmt.Errorf("decode response: %w", err)
+			}
+			share, err := gov.DecryptShare(rk, r.EncryptedShare)
+			if err != nil {
+				return fmt.Errorf("share of member %s with %s: %w", r.MemberID, encKey, err)
+			}
+			defer clear(share)
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(share))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&encKey, "member-enc-key", "", "member encryption private key PEM (RSA)")
 	return cmd
 }

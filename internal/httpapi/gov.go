@@ -22,6 +22,7 @@ const (
 	CodeProposalNotFound      = "ProposalNotFound"
 	CodeProposalNotOpen       = "ProposalNotOpen"
 	CodeVoteAlreadyExists     = "VoteAlreadyExists"
+	CodeRecoveryShareNotFound = "RecoveryShareNotFound"
 )
 
 // govRoutes adds the governance endpoints when governance is configured.
@@ -37,6 +38,7 @@ func (h *Handler) govRoutes(routes map[string]endpoint) {
 	routes["GET /gov/proposals"] = endpoint{app.RoleNone, false, false, h.listProposals}
 	routes["GET /gov/proposals/{proposalId}"] = endpoint{app.RoleNone, false, false, h.getProposal}
 	routes["GET /gov/members"] = endpoint{app.RoleNone, false, false, h.listGovMembers}
+	routes["GET /gov/recovery/share"] = endpoint{app.RoleNone, false, false, h.getRecoveryShare}
 }
 
 // govWrite runs a signed governance write and waits until it is committed.
@@ -121,6 +123,32 @@ func (h *Handler) listGovMembers(c *call) (any, int, error) {
 	}{h.cfg.Gov.Members()}, http.StatusOK, nil
 }
 
+// RecoveryShare is the answer of GET /gov/recovery/share: the calling
+// member's share of the ledger secret wrapping key, encrypted to its
+// encryption key (RSA-OAEP-256), base64 in JSON.
+type RecoveryShare struct {
+	MemberID       string `json:"memberId"`
+	EncryptedShare []byte `json:"encryptedShare"`
+}
+
+// getRecoveryShare serves the calling member's encrypted recovery share;
+// only a member's client certificate is admitted.
+func (h *Handler) getRecoveryShare(c *call) (any, int, error) {
+	var id string
+	if c.r.TLS != nil && len(c.r.TLS.PeerCertificates) > 0 {
+		sum := sha256.Sum256(c.r.TLS.PeerCertificates[0].Raw)
+		id = hex.EncodeToString(sum[:])
+	}
+	if id == "" || !h.cfg.Gov.IsMember(id) {
+		return nil, 0, newError(http.StatusUnauthorized, CodeInvalidAuthentication, "recovery shares are served to members, by their client certificate")
+	}
+	s, err := h.cfg.Gov.RecoveryShare(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	return RecoveryShare{MemberID: id, EncryptedShare: s.EncryptedShare}, http.StatusOK, nil
+}
+
 // authenticateBearer sets c.user and c.role from a JWT bearer token of an
 // issuer governance trusts.
 func (h *Handler) authenticateBearer(c *call, token string) error {
@@ -168,6 +196,7 @@ func govAPIError(err error) *apiError {
 		{gov.ErrNotProposer, http.StatusForbidden, CodeAuthorizationFailed},
 		{gov.ErrTooManyConflicts, http.StatusServiceUnavailable, CodeServiceUnavailable},
 		{gov.ErrInvalidToken, http.StatusUnauthorized, CodeInvalidAuthentication},
+		{gov.ErrNoRecoveryShare, http.StatusNotFound, CodeRecoveryShareNotFound},
 	}
 	for _, t := range table {
 		if errors.Is(err, t.target) {

@@ -130,7 +130,8 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		eng.Close()
 		return nil, fmt.Errorf("service certificate: %w", err)
 	}
-	s.gov = gov.New(gov.Config{Engine: eng, Logger: logger.With(slog.String("component", "gov"))})
+	s.gov = gov.New(gov.Config{Engine: eng, Secrets: id, Logger: logger.With(slog.String("component", "gov"))})
+	s.ensureRecoveryShares()
 	svc, broker, err := attestation(cfg, id, eng, logger)
 	if err != nil {
 		eng.Close()
@@ -261,6 +262,21 @@ func (s *Server) genesis(fsys vfs.FS) error {
 	}
 	s.log.Info("wrote the genesis transaction", slog.String("txid", id.String()), slog.String("user0", user), slog.Int("members", len(g.Members)))
 	return nil
+}
+
+// ensureRecoveryShares writes the recovery shares if they are missing or
+// stale (after genesis, say). A failure is logged, not fatal: the service
+// runs, but cannot be recovered from its ledger until shares are written.
+func (s *Server) ensureRecoveryShares() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wrote, id, err := s.gov.EnsureRecoveryShares(ctx)
+	switch {
+	case err != nil:
+		s.log.Warn("recovery shares not written", slog.Any("error", err))
+	case wrote:
+		s.log.Info("wrote recovery shares", slog.String("txid", id.String()))
+	}
 }
 
 // ensureClientCert returns the id of the certificate in certPath, making a
