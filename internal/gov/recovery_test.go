@@ -260,3 +260,15 @@ func TestUnwrapBadInput(t *testing.T) {
 		}
 	}
 }
+
+// FuzzUnwrapLedgerSecret feeds arbitrary wrapped secrets and shares: no
+// panic, and nothing opens without the right key.
+func FuzzUnwrapLedgerSecret(f *testing.F) {
+	f.Add(make([]byte, 60), append(make([]byte, 32), 1), append(make([]byte, 32), 2))
+	f.Add([]byte{}, []byte{}, []byte{1, 1})
+	f.Fuzz(func(t *testing.T, wrapped, s1, s2 []byte) {
+		if _, err := UnwrapLedgerSecret(wrapped, [][]byte{s1, s2}); err == nil {
+			t.Fatalf("arbitrary input unwrapped: %x, %x, %x", wrapped, s1, s2)
+		}
+	})
+}
