@@ -1,11 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/parleyhq/parley/internal/server"
+	"github.com/parleyhq/parley/internal/vfs"
 )
 
 func newNodeCmd() *cobra.Command {
@@ -18,7 +23,9 @@ internal/server for every field; unknown fields are refused).
 
 On first start the data directory is created with a new service: the service
 and node identities, and user0 (Administrator) and member0 certificates and
-keys, as parley dev does. One node only for now; joining a cluster comes later.`,
+keys, as parley dev does. With a "cluster" section the node is one voter of
+a static cluster whose directories parley node init-cluster made; the
+attested join of new nodes is not built yet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -40,6 +47,57 @@ keys, as parley dev does. One node only for now; joining a cluster comes later.`
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (JSON)")
+	cmd.AddCommand(newInitClusterCmd())
+	return cmd
+}
+
+// ClusterFile is the file init-cluster writes into its base directory: the
+// nodes it made, as JSON.
+const ClusterFile = "cluster.json"
+
+func newInitClusterCmd() *cobra.Command {
+	var dir string
+	var nodes, members int
+	cmd := &cobra.Command{
+		Use:   "init-cluster",
+		Short: "Make the data directories of a static development cluster",
+		Long: `Make the data directories and configuration files of a new static cluster of
+N nodes on free 127.0.0.1 ports: DIR/node<i>/ with DIR/node<i>/config.json
+(run each with parley node --config), DIR/service_cert.pem, DIR/user0_cert.pem,
+DIR/user0_privk.pem, the members' files, and DIR/cluster.json listing the
+nodes ([{"id","endpoint","dir","config"}], also printed).
+
+DEVELOPMENT BOOTSTRAP ONLY. It makes ONE service key and ledger secret and
+writes them, sealed, into EVERY node directory; no TEE evidence is checked.
+That is not the attested join protocol, which is not built yet. Do not use it
+for a service whose data matters. examples/cluster/start.sh starts the nodes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return &exitError{code: 2, err: errors.New("--dir is required")}
+			}
+			if _, err := os.Stat(filepath.Join(dir, ClusterFile)); err == nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s already holds a cluster", dir)}
+			}
+			ms, err := server.InitCluster(dir, server.InitClusterOptions{Nodes: nodes, Members: members})
+			if err != nil {
+				return err
+			}
+			b, err := json.MarshalIndent(ms, "", "  ")
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if err := vfs.WriteFileDurable(vfs.OS{}, filepath.Join(dir, ClusterFile), b, 0o644); err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "base directory of the cluster")
+	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
+	cmd.Flags().IntVar(&members, "members", 1, "number of consortium members")
 	return cmd
 }
 

@@ -80,6 +80,9 @@ type Config struct {
 	// LogLevel is "debug" (which logs every request), "info" (the
 	// default), "warn" or "error".
 	LogLevel string `json:"logLevel,omitempty"`
+	// Cluster, when set, makes the node one voter of a static cluster
+	// (see ClusterConfig and InitCluster).
+	Cluster *ClusterConfig `json:"cluster,omitempty"`
 }
 
 // Duration is a time.Duration written in Go syntax ("10ms") in JSON.
@@ -167,6 +170,11 @@ func (c Config) validate() error {
 	case "", "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("logFormat %q: want text or json", c.LogFormat))
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("config: %w", errors.Join(errs...))

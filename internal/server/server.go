@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/attest"
+	"github.com/parleyhq/parley/internal/consensus"
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/httpapi"
@@ -73,6 +74,9 @@ type Server struct {
 	ln    net.Listener
 	files Files
 	gov   *gov.Service
+	// tr carries raft messages in a cluster; nil for a single node.
+	tr             *consensus.Transport
+	serviceCertPEM []byte
 }
 
 // Start prepares the data directory (on first start: the service and node
@@ -88,6 +92,9 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	fsys := vfs.OS{}
+	if cfg.Cluster != nil && !node.Exists(fsys, dir) {
+		return nil, fmt.Errorf("data dir %s holds no node: a cluster node's directory is made by parley node init-cluster", dir)
+	}
 	if !node.Exists(fsys, dir) {
 		if _, err := node.Init(fsys, dir, node.InitOptions{SANs: cfg.SubjectAltNames}); err != nil {
 			return nil, err
@@ -100,7 +107,22 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	node.WarnNoTEE(logger, dir)
 	idx := app.NewIndex()
+	var (
+		tr        *consensus.Transport
+		transport engine.Transport
+		voters    []uint64
+		raftID    uint64
+	)
+	if cfg.Cluster != nil {
+		if tr, err = newTransport(cfg.Cluster, id, logger.With(slog.String("component", "consensus"))); err != nil {
+			return nil, err
+		}
+		transport, voters, raftID = tr, cfg.Cluster.voters(), cfg.Cluster.RaftID
+	}
 	eng, err := engine.Open(engine.Config{
+		RaftID:                    raftID,
+		Voters:                    voters,
+		Transport:                 transport,
 		Dir:                       filepath.Join(dir, node.LedgerDir),
 		FS:                        fsys,
 		Secret:                    id.Secret,
@@ -113,29 +135,39 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		UnsafeTruncateCorruptTail: cfg.UnsafeTruncateCorruptTail,
 	})
 	if err != nil {
+		if tr != nil {
+			tr.Close()
+		}
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	s := &Server{cfg: cfg, log: logger, eng: eng, app: app.New(eng, idx, cfg.Limits), files: filesIn(dir)}
-	if err := s.genesis(fsys); err != nil {
+	s := &Server{cfg: cfg, log: logger, eng: eng, app: app.New(eng, idx, cfg.Limits), files: filesIn(dir), tr: tr}
+	fail := func(err error) (*Server, error) {
+		if tr != nil {
+			tr.Close()
+		}
 		eng.Close()
 		return nil, err
 	}
+	if tr != nil {
+		tr.SetReceiver(eng)
+	} else if err := s.genesis(fsys); err != nil {
+		// A cluster's first primary writes the genesis (Run).
+		return fail(err)
+	}
 	nodeCert, err := identity.ParseCertPEM(id.NodeCertPEM)
 	if err != nil {
-		eng.Close()
-		return nil, fmt.Errorf("node certificate: %w", err)
+		return fail(fmt.Errorf("node certificate: %w", err))
 	}
 	serviceCertPEM, err := fsys.ReadFile(s.files.ServiceCert)
 	if err != nil {
-		eng.Close()
-		return nil, fmt.Errorf("service certificate: %w", err)
+		return fail(fmt.Errorf("service certificate: %w", err))
 	}
+	s.serviceCertPEM = serviceCertPEM
 	s.gov = gov.New(gov.Config{Engine: eng, Secrets: id, Logger: logger.With(slog.String("component", "gov"))})
 	s.ensureRecoveryShares()
 	svc, broker, err := attestation(cfg, id, eng, logger)
 	if err != nil {
-		eng.Close()
-		return nil, err
+		return fail(err)
 	}
 	handler := httpapi.New(httpapi.Config{
 		Attestation:     svc,
@@ -149,8 +181,14 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxBatch:        cfg.MaxBatch,
 		Gov:             s.gov,
 	})
+	mux := http.NewServeMux()
+	if tr != nil {
+		mux.Handle("POST "+consensus.Path, tr)
+	}
+	s.nodeRoutes(mux)
+	mux.Handle("/", s.redirectWrites(handler))
 	s.srv = &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		TLSConfig:         TLSConfig(nodeCert.Raw, id.NodeKey),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -161,8 +199,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.ln, err = net.Listen("tcp", cfg.ListenAddress)
 	if err != nil {
-		eng.Close()
-		return nil, fmt.Errorf("listen: %w", err)
+		return fail(fmt.Errorf("listen: %w", err))
 	}
 	return s, nil
 }
@@ -329,6 +366,12 @@ func (s *Server) Run(ctx context.Context) error {
 	refreshCtx, stopRefresh := context.WithCancel(ctx)
 	refreshDone := make(chan struct{})
 	go func() { defer close(refreshDone); s.refreshJWKS(refreshCtx) }()
+	genesisDone := make(chan struct{})
+	if s.tr != nil {
+		go func() { defer close(genesisDone); s.waitGenesis(refreshCtx) }()
+	} else {
+		close(genesisDone)
+	}
 	s.log.Info("serving", slog.String("addr", s.ln.Addr().String()), slog.String("node_id", s.eng.NodeID()))
 	var serveErr error
 	select {
@@ -348,6 +391,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopRefresh()
 	<-refreshDone
+	<-genesisDone
+	if s.tr != nil {
+		s.tr.Close()
+	}
 	if err := s.eng.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("close engine: %w", err))
 	}

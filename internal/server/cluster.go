@@ -1,0 +1,398 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/parleyhq/parley/internal/consensus"
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/node"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+// MaxClusterNodes bounds the nodes of a static cluster.
+const MaxClusterNodes = 15
+
+// ClusterConfig makes a node one voter of a static cluster: every node
+// lists the same Nodes. The data directory must already hold a node of the
+// cluster's service (InitCluster makes them); a cluster node never creates
+// a new service.
+type ClusterConfig struct {
+	// RaftID is this node's raft id, one of Nodes.
+	RaftID uint64 `json:"raftId"`
+	// Nodes are every node of the cluster, this one included.
+	Nodes []ClusterNode `json:"nodes"`
+}
+
+// ClusterNode is one node of a static cluster.
+type ClusterNode struct {
+	// RaftID is its raft id (1 or more).
+	RaftID uint64 `json:"raftId"`
+	// Address is its listen address, host:port; the host must be among
+	// its node certificate's subject alternative names.
+	Address string `json:"address"`
+	// NodeID is the hex SHA-256 of its public key.
+	NodeID string `json:"nodeId"`
+}
+
+func (c *ClusterConfig) validate() error {
+	if len(c.Nodes) == 0 || len(c.Nodes) > MaxClusterNodes {
+		return fmt.Errorf("cluster: want 1 to %d nodes", MaxClusterNodes)
+	}
+	seen := map[uint64]bool{}
+	for _, n := range c.Nodes {
+		if n.RaftID == 0 || seen[n.RaftID] {
+			return fmt.Errorf("cluster: raft id %d is zero or listed twice", n.RaftID)
+		}
+		seen[n.RaftID] = true
+		if _, _, err := net.SplitHostPort(n.Address); err != nil {
+			return fmt.Errorf("cluster: node %d address: %w", n.RaftID, err)
+		}
+		if b, err := hex.DecodeString(n.NodeID); err != nil || len(b) != 32 {
+			return fmt.Errorf("cluster: node %d nodeId: want 64 hex digits", n.RaftID)
+		}
+	}
+	if !seen[c.RaftID] {
+		return fmt.Errorf("cluster: raftId %d is not among the nodes", c.RaftID)
+	}
+	return nil
+}
+
+func (c *ClusterConfig) voters() []uint64 {
+	var ids []uint64
+	for _, n := range c.Nodes {
+		ids = append(ids, n.RaftID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// InitClusterOptions configures InitCluster.
+type InitClusterOptions struct {
+	// Nodes is the number of nodes (3 when zero).
+	Nodes int
+	// Members is the number of consortium members (1 when zero).
+	Members int
+	// Addresses are the nodes' listen addresses; free 127.0.0.1 ports
+	// when empty.
+	Addresses []string
+}
+
+// ClusterMember is a node InitCluster made.
+type ClusterMember struct {
+	RaftID   uint64 `json:"id"`
+	Endpoint string `json:"endpoint"`
+	Dir      string `json:"dir"`
+	Config   string `json:"config"`
+}
+
+// InitCluster makes the data directories and configuration files of a new
+// static cluster under base: base/node<i>/ with base/node<i>/config.json,
+// and base/service_cert.pem, base/user0_cert.pem and base/user0_privk.pem.
+//
+// DEVELOPMENT BOOTSTRAP ONLY: it makes ONE service key and ledger secret
+// and writes them, sealed, into EVERY node directory on this machine, and
+// copies the user and member keys into each (so whichever node is first
+// elected writes the same genesis). That is not the attested join, in
+// which a node receives the secrets only after its TEE evidence is
+// checked; do not use it for a service whose data matters.
+func InitCluster(base string, opts InitClusterOptions) ([]ClusterMember, error) {
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Members == 0 {
+		opts.Members = 1
+	}
+	if opts.Nodes < 1 || opts.Nodes > MaxClusterNodes {
+		return nil, fmt.Errorf("init cluster: want 1 to %d nodes", MaxClusterNodes)
+	}
+	if opts.Members < 1 || opts.Members > MaxMembers {
+		return nil, fmt.Errorf("init cluster: want 1 to %d members", MaxMembers)
+	}
+	if len(opts.Addresses) != 0 && len(opts.Addresses) != opts.Nodes {
+		return nil, fmt.Errorf("init cluster: %d addresses for %d nodes", len(opts.Addresses), opts.Nodes)
+	}
+	base, err := filepath.Abs(base)
+	if err != nil {
+		return nil, fmt.Errorf("init cluster: %w", err)
+	}
+	fsys := vfs.OS{}
+	if err := vfs.MkdirAllDurable(fsys, base, 0o700); err != nil {
+		return nil, fmt.Errorf("init cluster: %w", err)
+	}
+	svc, err := identity.NewService("Parley Service", 365*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("init cluster: %w", err)
+	}
+	secret := make([]byte, ledger.SecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("init cluster: ledger secret: %w", err)
+	}
+	defer clear(secret)
+	addrs := opts.Addresses
+	if len(addrs) == 0 {
+		if addrs, err = freeAddresses(opts.Nodes); err != nil {
+			return nil, err
+		}
+	}
+	cc := ClusterConfig{}
+	var members []ClusterMember
+	for i := range opts.Nodes {
+		dir := filepath.Join(base, fmt.Sprintf("node%d", i))
+		host, _, _ := net.SplitHostPort(addrs[i])
+		sans := []string{"127.0.0.1", "localhost"}
+		if host != "" && !slices.Contains(sans, host) {
+			sans = append(sans, host)
+		}
+		id, err := node.Init(fsys, dir, node.InitOptions{SANs: sans, Service: svc, LedgerSecret: secret})
+		if err != nil {
+			return nil, fmt.Errorf("init cluster: node %d: %w", i, err)
+		}
+		nid, err := identity.NodeID(&id.NodeKey.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("init cluster: node %d: %w", i, err)
+		}
+		rid := uint64(i + 1)
+		cc.Nodes = append(cc.Nodes, ClusterNode{RaftID: rid, Address: addrs[i], NodeID: nid})
+		members = append(members, ClusterMember{RaftID: rid, Endpoint: addrs[i], Dir: dir, Config: filepath.Join(dir, "config.json")})
+	}
+	// Client identities: made once in base, copied into every node.
+	var files [][2]string // base path, name inside a node directory
+	if _, err := ensureClientCert(fsys, filepath.Join(base, User0CertFile), filepath.Join(base, User0KeyFile), "user0"); err != nil {
+		return nil, err
+	}
+	files = append(files, [2]string{filepath.Join(base, User0CertFile), User0CertFile}, [2]string{filepath.Join(base, User0KeyFile), User0KeyFile})
+	for i := range opts.Members {
+		cert, key, enc, encPub := MemberFiles(base, i)
+		if _, err := ensureClientCert(fsys, cert, key, fmt.Sprintf("member%d", i)); err != nil {
+			return nil, err
+		}
+		if _, err := ensureEncryptionKey(fsys, enc, encPub); err != nil {
+			return nil, err
+		}
+		for _, p := range []string{cert, key, enc, encPub} {
+			files = append(files, [2]string{p, filepath.Base(p)})
+		}
+	}
+	if err := vfs.WriteFileDurable(fsys, filepath.Join(base, node.ServiceCertFile), identity.EncodeCertPEM(svc.CertDER), 0o644); err != nil {
+		return nil, fmt.Errorf("init cluster: %w", err)
+	}
+	for i, m := range members {
+		for _, f := range files {
+			b, err := fsys.ReadFile(f[0])
+			if err != nil {
+				return nil, fmt.Errorf("init cluster: %w", err)
+			}
+			if err := vfs.WriteFileDurable(fsys, filepath.Join(m.Dir, f[1]), b, 0o600); err != nil {
+				return nil, fmt.Errorf("init cluster: %w", err)
+			}
+		}
+		mine := cc
+		mine.RaftID = m.RaftID
+		cfg := Config{DataDir: m.Dir, ListenAddress: addrs[i], Members: opts.Members, Cluster: &mine}
+		b, err := json.MarshalIndent(cfg, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("init cluster: %w", err)
+		}
+		if err := vfs.WriteFileDurable(fsys, m.Config, append(b, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("init cluster: %w", err)
+		}
+	}
+	return members, nil
+}
+
+// freeAddresses returns n 127.0.0.1 addresses whose ports were free a
+// moment ago.
+func freeAddresses(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("init cluster: find a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
+}
+
+// newTransport makes the raft transport of a cluster node.
+func newTransport(cc *ClusterConfig, id *node.Identity, logger *slog.Logger) (*consensus.Transport, error) {
+	tlsCert, err := nodeTLSCert(id)
+	if err != nil {
+		return nil, err
+	}
+	var peers []consensus.Peer
+	for _, n := range cc.Nodes {
+		peers = append(peers, consensus.Peer{ID: n.RaftID, Address: n.Address, NodeID: n.NodeID})
+	}
+	return consensus.New(consensus.Config{
+		ID:          cc.RaftID,
+		Peers:       peers,
+		Certificate: tlsCert,
+		ServiceCert: id.Service.Cert,
+		Logger:      logger,
+	})
+}
+
+// waitGenesis writes the genesis transaction once this node is the first
+// primary of a new cluster. Backups get it through replication.
+func (s *Server) waitGenesis(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if !s.app.NeedsGenesis() {
+			return
+		}
+		if s.eng.IsPrimary() {
+			if err := s.genesis(vfs.OS{}); err != nil {
+				s.log.Warn("genesis", slog.Any("err", err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// nodeInfo is one node of GET /node/network/nodes.
+type nodeInfo struct {
+	NodeID  string `json:"node_id"`
+	RaftID  uint64 `json:"raft_id"`
+	Status  string `json:"status"`
+	Primary bool   `json:"primary"`
+	Address string `json:"address"`
+}
+
+// nodeRoutes serves the unauthenticated operator endpoints: GET
+// /node/network, /node/network/nodes and /node/state.
+func (s *Server) nodeRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /node/network", func(w http.ResponseWriter, r *http.Request) {
+		primary, _ := s.primary()
+		status := "Open"
+		if s.app.NeedsGenesis() {
+			status = "Opening"
+		}
+		var pid any
+		if primary.NodeID != "" {
+			pid = primary.NodeID
+		}
+		writeJSON(w, map[string]any{
+			"service_status":      status,
+			"current_view":        s.eng.View(),
+			"primary_id":          pid,
+			"primary_raft_id":     primary.RaftID,
+			"service_certificate": string(s.serviceCertPEM),
+		})
+	})
+	mux.HandleFunc("GET /node/network/nodes", func(w http.ResponseWriter, r *http.Request) {
+		primary, _ := s.primary()
+		var nodes []nodeInfo
+		for _, n := range s.members() {
+			nodes = append(nodes, nodeInfo{NodeID: n.NodeID, RaftID: n.RaftID, Status: "Trusted", Primary: n.RaftID == primary.RaftID && primary.RaftID != 0, Address: n.Address})
+		}
+		writeJSON(w, map[string]any{"nodes": nodes})
+	})
+	mux.HandleFunc("GET /node/state", func(w http.ResponseWriter, r *http.Request) {
+		state := "PartOfNetwork"
+		if s.app.NeedsGenesis() {
+			state = "PartOfPublicNetwork"
+		}
+		writeJSON(w, map[string]any{
+			"node_id":           s.eng.NodeID(),
+			"raft_id":           s.eng.RaftID(),
+			"state":             state,
+			"primary":           s.eng.IsPrimary(),
+			"current_view":      s.eng.View(),
+			"last_seqno":        s.eng.Current().Seqno,
+			"last_committed_id": s.eng.CommittedID().String(),
+			"last_signed_seqno": s.eng.CommittedID().Seqno,
+		})
+	})
+}
+
+// members lists the nodes of the service: the cluster's, or this node.
+func (s *Server) members() []ClusterNode {
+	if s.cfg.Cluster != nil {
+		return s.cfg.Cluster.Nodes
+	}
+	return []ClusterNode{{RaftID: s.eng.RaftID(), Address: s.ln.Addr().String(), NodeID: s.eng.NodeID()}}
+}
+
+// primary returns the node this one believes is the primary.
+func (s *Server) primary() (ClusterNode, bool) {
+	p := s.eng.Primary()
+	if p == 0 {
+		return ClusterNode{}, false
+	}
+	for _, n := range s.members() {
+		if n.RaftID == p {
+			return n, true
+		}
+	}
+	return ClusterNode{}, false
+}
+
+// redirectWrites sends requests that may write (any method but GET and
+// HEAD) arriving at a backup to the primary with 307 Temporary Redirect, so
+// the client repeats them there with its own TLS identity. Reads are served
+// here. With no primary known it answers 503 with Retry-After.
+func (s *Server) redirectWrites(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.cfg.Cluster == nil || s.eng.IsPrimary() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, ok := s.primary()
+		if !ok {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "PrimaryUnknown", "no primary is known (an election is in progress); retry")
+			return
+		}
+		loc := "https://" + p.Address + r.URL.RequestURI()
+		w.Header().Set("Location", loc)
+		w.Header().Set("X-Parley-Primary", p.Address)
+		w.Header().Set("X-Parley-Primary-Id", strconv.FormatUint(p.RaftID, 10))
+		writeError(w, http.StatusTemporaryRedirect, "NotPrimary", "this node is a backup; send writes to the primary at "+p.Address)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// nodeTLSCert is the node certificate and key as a TLS certificate.
+func nodeTLSCert(id *node.Identity) (tls.Certificate, error) {
+	c, err := identity.ParseCertPEM(id.NodeCertPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("node certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: id.NodeKey}, nil
+}

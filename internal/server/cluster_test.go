@@ -1,0 +1,178 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterNodes starts a three-node static cluster in-process: one
+// primary is elected and every node names it; the genesis is written once
+// and replicated; a write at a backup is redirected to the primary.
+func TestClusterNodes(t *testing.T) {
+	base := t.TempDir()
+	ms, err := InitCluster(base, InitClusterOptions{Nodes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var done []chan error
+	t.Cleanup(func() {
+		cancel()
+		for _, d := range done {
+			if err := <-d; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	})
+	for _, m := range ms {
+		cfg, err := LoadConfig(m.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.SignatureInterval = Duration(5 * time.Millisecond)
+		srv, err := Start(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := make(chan error, 1)
+		done = append(done, d)
+		go func() { d <- srv.Run(ctx) }()
+	}
+	caPEM, err := os.ReadFile(filepath.Join(base, "service_cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+	defer hc.CloseIdleConnections()
+	getJSON := func(ep, path string, v any) {
+		t.Helper()
+		resp, err := hc.Get("https://" + ep + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type network struct {
+		PrimaryID     *string `json:"primary_id"`
+		ServiceStatus string  `json:"service_status"`
+		CurrentView   uint64  `json:"current_view"`
+	}
+	// Wait until every node names the same primary and the service is open.
+	var primaryID string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ids := map[string]bool{}
+		open := true
+		for _, m := range ms {
+			var n network
+			getJSON(m.Endpoint, "/node/network", &n)
+			if n.PrimaryID != nil {
+				ids[*n.PrimaryID] = true
+			}
+			open = open && n.PrimaryID != nil && n.ServiceStatus == "Open"
+		}
+		if open && len(ids) == 1 {
+			for id := range ids {
+				primaryID = id
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no agreed primary and open service: %v", ids)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	var nodes struct {
+		Nodes []nodeInfo `json:"nodes"`
+	}
+	getJSON(ms[0].Endpoint, "/node/network/nodes", &nodes)
+	if len(nodes.Nodes) != 3 {
+		t.Fatalf("got %d nodes, want 3", len(nodes.Nodes))
+	}
+	var primaryAddr, backupAddr string
+	for _, n := range nodes.Nodes {
+		if n.Primary != (n.NodeID == primaryID) {
+			t.Errorf("node %s: primary = %v, want %v", n.NodeID, n.Primary, n.NodeID == primaryID)
+		}
+		if n.Status != "Trusted" {
+			t.Errorf("node %s: status %q, want Trusted", n.NodeID, n.Status)
+		}
+		if n.Primary {
+			primaryAddr = n.Address
+		} else {
+			backupAddr = n.Address
+		}
+	}
+	var state struct {
+		NodeID  string `json:"node_id"`
+		Primary bool   `json:"primary"`
+		State   string `json:"state"`
+	}
+	getJSON(backupAddr, "/node/state", &state)
+	if state.Primary || state.State != "PartOfNetwork" || state.NodeID == primaryID {
+		t.Errorf("backup /node/state = %+v", state)
+	}
+	resp, err := hc.Post("https://"+backupAddr+"/app/transactions?api-version=2022-05-13", "application/json", strings.NewReader(`{"contents":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Fatalf("POST at a backup: status %d, want 307", resp.StatusCode)
+	}
+	if got, want := resp.Header.Get("Location"), "https://"+primaryAddr+"/app/transactions?api-version=2022-05-13"; got != want {
+		t.Errorf("Location = %q, want %q", got, want)
+	}
+	if !strings.Contains(string(body), "NotPrimary") {
+		t.Errorf("body %s lacks the NotPrimary code", body)
+	}
+}
+
+func TestClusterConfigValidate(t *testing.T) {
+	const nid = "1af37ec4bbc2b9e3bd6189966ebb4c2f4f40f44a113efb8d48f2f605466d550d"
+	good := []ClusterNode{{1, "127.0.0.1:1", nid}, {2, "127.0.0.1:2", nid}}
+	tests := []struct {
+		name string
+		cc   ClusterConfig
+		ok   bool
+	}{
+		{"good", ClusterConfig{RaftID: 2, Nodes: good}, true},
+		{"no nodes", ClusterConfig{RaftID: 1}, false},
+		{"self missing", ClusterConfig{RaftID: 3, Nodes: good}, false},
+		{"duplicate id", ClusterConfig{RaftID: 1, Nodes: []ClusterNode{{1, "127.0.0.1:1", nid}, {1, "127.0.0.1:2", nid}}}, false},
+		{"zero id", ClusterConfig{RaftID: 1, Nodes: []ClusterNode{{0, "127.0.0.1:1", nid}, {1, "127.0.0.1:2", nid}}}, false},
+		{"bad address", ClusterConfig{RaftID: 1, Nodes: []ClusterNode{{1, "nowhere", nid}}}, false},
+		{"bad node id", ClusterConfig{RaftID: 1, Nodes: []ClusterNode{{1, "127.0.0.1:1", "xyz"}}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cc.validate()
+			if (err == nil) != tt.ok {
+				t.Errorf("validate() = %v, want ok %v", err, tt.ok)
+			}
+		})
+	}
+}
