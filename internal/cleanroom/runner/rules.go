@@ -305,8 +305,8 @@ func (c *checker) expr(e map[string]any, cx ctx) error {
 		return c.function(e, cx)
 	case "CONSTANT", "COMPARISON", "CONJUNCTION", "OPERATOR", "CASE", "CAST", "BETWEEN", "COLLATE":
 		for k, x := range e {
-			if k == "value" && class == "CONSTANT" {
-				continue
+			if k == "value" || k == "cast_type" {
+				continue // a literal or a type, not an expression
 			}
 			if err := c.walk(x, ctx{safeAgg: cx.safeAgg, inAgg: cx.inAgg}); err != nil {
 				return err

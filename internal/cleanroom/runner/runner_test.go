@@ -178,6 +178,10 @@ func TestRunAllowed(t *testing.T) {
 		{"SELECT flagged, count(*) AS n FROM bank_b GROUP BY flagged ORDER BY flagged", "flagged,n\nfalse,1\ntrue,4\n"},
 		{"SELECT sum(amount) AS s FROM bank_a", "s\n170\n"},
 		{"SELECT region, sum(amount) AS s FROM bank_a GROUP BY ALL ORDER BY s DESC", "region,s\nnorth,160\n"},
+		{"SELECT CAST(sum(amount) AS DECIMAL(10,2)) AS s FROM bank_a", "s\n170\n"},
+		{"SELECT CASE WHEN flagged THEN 'y' ELSE 'n' END AS f, count(*) AS n FROM bank_b WHERE score IN (0.5, 2, 3) OR score IS NULL GROUP BY 1 ORDER BY 1 LIMIT 5", "f,n\ny,4\n"},
+		{"SELECT DISTINCT region FROM bank_a a JOIN bank_b b ON a.account = b.account AND a.customer = b.account GROUP BY region", "region\n"},
+		{"SELECT region, count(*) AS n FROM bank_a GROUP BY ROLLUP (region) ORDER BY region NULLS FIRST", "region,n\n,5\nnorth,3\n"},
 	}
 	for _, tc := range cases {
 		res, err := Run(context.Background(), Job{Tables: tables(), SQL: tc.sql, Recipients: []Recipient{{ID: "r", Key: x.PublicKey()}}})
