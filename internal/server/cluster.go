@@ -253,19 +253,25 @@ func newTransport(cc *ClusterConfig, id *node.Identity, logger *slog.Logger) (*c
 	})
 }
 
-// waitGenesis writes the genesis transaction once this node is the first
-// primary of a new cluster. Backups get it through replication.
-func (s *Server) waitGenesis(ctx context.Context) {
+// primaryDuties does, in a cluster, what a single node does at start but
+// only a primary can: the first primary of a new service writes the genesis
+// transaction (backups get it through replication), and a node that
+// becomes primary writes the recovery shares if they are missing or stale.
+func (s *Server) primaryDuties(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	sharesDone := false
 	for {
-		if !s.app.NeedsGenesis() {
-			return
-		}
-		if s.eng.IsPrimary() {
+		switch {
+		case !s.eng.IsPrimary():
+			sharesDone = false
+		case s.app.NeedsGenesis():
 			if err := s.genesis(vfs.OS{}); err != nil {
 				s.log.Warn("genesis", slog.Any("err", err))
 			}
+		case !sharesDone:
+			s.ensureRecoveryShares()
+			sharesDone = true
 		}
 		select {
 		case <-ctx.Done():

@@ -164,7 +164,11 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.serviceCertPEM = serviceCertPEM
 	s.gov = gov.New(gov.Config{Engine: eng, Secrets: id, Logger: logger.With(slog.String("component", "gov"))})
-	s.ensureRecoveryShares()
+	if tr == nil {
+		// A cluster node does this when it is primary (Run): here it
+		// would wait for a leader it cannot hear before it listens.
+		s.ensureRecoveryShares()
+	}
 	svc, broker, err := attestation(cfg, id, eng, logger)
 	if err != nil {
 		return fail(err)
@@ -368,7 +372,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(refreshDone); s.refreshJWKS(refreshCtx) }()
 	genesisDone := make(chan struct{})
 	if s.tr != nil {
-		go func() { defer close(genesisDone); s.waitGenesis(refreshCtx) }()
+		go func() { defer close(genesisDone); s.primaryDuties(refreshCtx) }()
 	} else {
 		close(genesisDone)
 	}
