@@ -8,11 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 
 	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +41,7 @@ type testNode struct {
 
 type testCluster struct {
 	t      *testing.T
+	faults *faults
 	svc    *identity.Service
 	secret *ledger.Secret
 	ids    []uint64
@@ -70,7 +73,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &testCluster{t: t, svc: svc, secret: secret, nodes: map[uint64]*testNode{}}
+	c := &testCluster{t: t, svc: svc, secret: secret, nodes: map[uint64]*testNode{}, faults: &faults{cut: map[[2]uint64]bool{}}}
 	lns := map[uint64]net.Listener{}
 	for i := 1; i <= n; i++ {
 		id := uint64(i)
@@ -130,7 +133,7 @@ func (c *testCluster) start(id uint64, ln net.Listener) {
 		NodeCertPEM:  identity.EncodeCertPEM(n.cert),
 		RaftID:       id,
 		Voters:       c.ids,
-		Transport:    tr,
+		Transport:    faultyLink{tr: tr, faults: c.faults, from: id},
 		TickInterval: 10 * time.Millisecond,
 	})
 	if err != nil {
@@ -153,6 +156,43 @@ func (c *testCluster) start(id uint64, ln net.Listener) {
 		defer close(n.served)
 		n.srv.ServeTLS(ln, "", "")
 	}()
+}
+
+// faults cuts links between nodes: a faultyLink drops what its node
+// sends over a cut link, before the real transport sees it.
+type faults struct {
+	mu  sync.Mutex
+	cut map[[2]uint64]bool
+}
+
+type faultyLink struct {
+	tr     *Transport
+	faults *faults
+	from   uint64
+}
+
+func (l faultyLink) Send(msgs []pb.Message) {
+	l.faults.mu.Lock()
+	keep := make([]pb.Message, 0, len(msgs))
+	for _, m := range msgs {
+		if !l.faults.cut[[2]uint64{l.from, m.To}] {
+			keep = append(keep, m)
+		}
+	}
+	l.faults.mu.Unlock()
+	l.tr.Send(keep)
+}
+
+// isolate cuts (or heals) every link to and from id.
+func (c *testCluster) isolate(id uint64, cut bool) {
+	c.faults.mu.Lock()
+	defer c.faults.mu.Unlock()
+	for _, o := range c.ids {
+		if o != id {
+			c.faults.cut[[2]uint64{id, o}] = cut
+			c.faults.cut[[2]uint64{o, id}] = cut
+		}
+	}
 }
 
 // stop closes node id's server, transport and engine.
@@ -395,4 +435,140 @@ func poolOf(c *x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c)
 	return p
+}
+
+// TestTransportPartition isolates the primary of three nodes over the real
+// transport: the isolated minority cannot commit; the majority elects a new
+// primary in a later view and commits; no view ever has two primaries;
+// after healing, the old primary's uncommitted transactions are Invalid and
+// every node converges on the majority's log.
+func TestTransportPartition(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.leader(c.ids)
+	before := c.commitOn(old, 10, "before")
+	c.waitCommitted(c.ids, before[len(before)-1])
+
+	// Watch who is primary in which view, until the test ends.
+	var (
+		mu        sync.Mutex
+		primaries = map[uint64]map[uint64]bool{} // view -> ids
+	)
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stopWatch:
+				return
+			default:
+			}
+			for _, id := range c.ids {
+				e := c.nodes[id].eng
+				v1 := e.View()
+				p := e.IsPrimary()
+				if p && e.View() == v1 {
+					mu.Lock()
+					if primaries[v1] == nil {
+						primaries[v1] = map[uint64]bool{}
+					}
+					primaries[v1][id] = true
+					mu.Unlock()
+				}
+			}
+			time.Sleep(time.Millisecond) // sampling pace
+		}
+	}()
+
+	c.isolate(old, true)
+	var lost []ledger.TxID
+	for i := range 5 {
+		tx := c.nodes[old].eng.Begin()
+		tx.Put("private:m", fmt.Sprintf("lost-%d", i), []byte("lost"))
+		txid, err := c.nodes[old].eng.Commit(context.Background(), tx, engine.CommitOptions{})
+		if err != nil {
+			break // it may already have stepped down
+		}
+		lost = append(lost, txid)
+	}
+	if len(lost) == 0 {
+		t.Fatalf("the isolated primary accepted no transaction: nothing to roll back")
+	}
+	var rest []uint64
+	for _, id := range c.ids {
+		if id != old {
+			rest = append(rest, id)
+		}
+	}
+	neu := c.leader(rest)
+	after := c.commitOn(neu, 10, "after")
+	if after[0].View <= before[0].View {
+		t.Fatalf("new primary wrote in view %d, not after view %d", after[0].View, before[0].View)
+	}
+	// The minority committed nothing of its own: the new primary, which
+	// holds every committed entry, does not hold them.
+	for _, txid := range lost {
+		if got := c.nodes[neu].eng.Status(txid); got == engine.StatusCommitted || got == engine.StatusPending {
+			t.Errorf("%s, written by the isolated primary, is %v on the new primary", txid, got)
+		}
+		if got := c.nodes[old].eng.Status(txid); got == engine.StatusCommitted {
+			t.Errorf("%s committed on the isolated primary", txid)
+		}
+	}
+
+	c.isolate(old, false)
+	c.waitCommitted(c.ids, after[len(after)-1])
+	for _, txid := range lost {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := c.nodes[old].eng.WaitCommitted(ctx, txid)
+		cancel()
+		if !errors.Is(err, engine.ErrInvalid) {
+			t.Errorf("%s on the old primary after healing: err = %v, want ErrInvalid", txid, err)
+		}
+	}
+	for _, id := range c.ids {
+		for _, txid := range append(before, after...) {
+			if got := c.nodes[id].eng.Status(txid); got != engine.StatusCommitted {
+				t.Errorf("node %d: %s is %v, want Committed", id, txid, got)
+			}
+		}
+		if v, _ := c.nodes[id].eng.Begin().Get("private:m", "lost-0"); v != nil {
+			t.Errorf("node %d still holds a rolled-back write", id)
+		}
+	}
+	close(stopWatch)
+	<-watched
+	mu.Lock()
+	defer mu.Unlock()
+	for view, ids := range primaries {
+		if len(ids) > 1 {
+			t.Errorf("view %d had %d primaries: %v", view, len(ids), ids)
+		}
+	}
+	if len(primaries) < 2 {
+		t.Errorf("saw primaries in %d views, want the old and the new", len(primaries))
+	}
+}
+
+// BenchmarkEncodeDecode encodes and decodes a batch of 64 appends of 1 KiB
+// entries, as a busy primary sends them.
+func BenchmarkEncodeDecode(b *testing.B) {
+	msgs := make([]pb.Message, 64)
+	size := 0
+	for i := range msgs {
+		msgs[i] = pb.Message{Type: pb.MsgApp, From: 1, To: 2, Term: 3, Index: uint64(i), Entries: []pb.Entry{{Term: 3, Index: uint64(i + 1), Data: bytes.Repeat([]byte{1}, 1024)}}}
+		size += msgs[i].Size()
+	}
+	var buf bytes.Buffer
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.Reset()
+		if err := Encode(&buf, msgs); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Decode(&buf); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
