@@ -51,6 +51,9 @@ const (
 	maxBatchMessages = 256
 	// sendTimeout bounds one request.
 	sendTimeout = 10 * time.Second
+	// smallMessage is the size up to which Decode allocates a message's
+	// buffer before reading it.
+	smallMessage = 1 << 20
 	// retryPause is how long a sender waits after a failed request.
 	retryPause = 50 * time.Millisecond
 )
@@ -399,6 +402,7 @@ func Encode(w io.Writer, msgs []pb.Message) error {
 func Decode(r io.Reader) ([]pb.Message, error) {
 	br := bufio.NewReader(r)
 	var msgs []pb.Message
+	var buf []byte
 	for {
 		n, err := binary.ReadUvarint(br)
 		if errors.Is(err, io.EOF) {
@@ -410,16 +414,29 @@ func Decode(r io.Reader) ([]pb.Message, error) {
 		if n > MaxMessageSize {
 			return nil, fmt.Errorf("decode raft message: %d bytes, at most %d", n, MaxMessageSize)
 		}
-		// Read rather than allocate n bytes up front: n is the sender's word.
-		b, err := io.ReadAll(io.LimitReader(br, int64(n)))
-		if err != nil {
-			return nil, fmt.Errorf("decode raft message: %w", err)
-		}
-		if uint64(len(b)) != n {
-			return nil, fmt.Errorf("decode raft message: %w", io.ErrUnexpectedEOF)
+		// Unmarshal copies what it keeps, so one buffer serves every
+		// message. Past smallMessage, read rather than allocate n bytes up
+		// front: n is the sender's word.
+		if n <= smallMessage {
+			if uint64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			buf = buf[:n]
+			if _, err := io.ReadFull(br, buf); err != nil {
+				return nil, fmt.Errorf("decode raft message: %w", err)
+			}
+		} else {
+			b, err := io.ReadAll(io.LimitReader(br, int64(n)))
+			if err != nil {
+				return nil, fmt.Errorf("decode raft message: %w", err)
+			}
+			if uint64(len(b)) != n {
+				return nil, fmt.Errorf("decode raft message: %w", io.ErrUnexpectedEOF)
+			}
+			buf = b
 		}
 		var m pb.Message
-		if err := m.Unmarshal(b); err != nil {
+		if err := m.Unmarshal(buf); err != nil {
 			return nil, fmt.Errorf("decode raft message: %w", err)
 		}
 		msgs = append(msgs, m)
