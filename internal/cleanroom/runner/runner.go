@@ -160,35 +160,44 @@ func validate(job Job) error {
 	}
 	seen := map[string]bool{}
 	for _, t := range job.Tables {
-		if !tableName.MatchString(t.Name) {
-			return fmt.Errorf("table name %q is not a lowercase identifier", t.Name)
+		if err := ValidateTable(t); err != nil {
+			return err
 		}
 		if seen[t.Name] {
 			return fmt.Errorf("table name %q appears twice", t.Name)
 		}
 		seen[t.Name] = true
-		if err := t.Schema.Validate(); err != nil {
-			return fmt.Errorf("table %s: %w", t.Name, err)
-		}
-		r := t.Rules
-		for _, list := range [][]string{r.Forbidden, r.JoinOnly, r.AggregateOnly} {
-			for _, col := range list {
-				if !hasColumn(&t, col) {
-					return fmt.Errorf("table %s: rule names unknown column %q", t.Name, col)
-				}
-			}
-		}
-		if r.MinEntities < 0 {
-			return fmt.Errorf("table %s: min entities %d is negative", t.Name, r.MinEntities)
-		}
-		if r.MinEntities > 0 && !hasColumn(&t, r.Entity) {
-			return fmt.Errorf("table %s: min-entities rule needs an entity column, got %q", t.Name, r.Entity)
-		}
 	}
 	for _, r := range job.Recipients {
 		if r.Key == nil {
 			return fmt.Errorf("recipient %q has no key", r.ID)
 		}
+	}
+	return nil
+}
+
+// ValidateTable checks t's name, schema and rules (not its CSV): rules must
+// name columns of the schema, and a min-entities rule needs an entity column.
+func ValidateTable(t Table) error {
+	if !tableName.MatchString(t.Name) {
+		return fmt.Errorf("table name %q is not a lowercase identifier", t.Name)
+	}
+	if err := t.Schema.Validate(); err != nil {
+		return fmt.Errorf("table %s: %w", t.Name, err)
+	}
+	r := t.Rules
+	for _, list := range [][]string{r.Forbidden, r.JoinOnly, r.AggregateOnly} {
+		for _, col := range list {
+			if !hasColumn(&t, col) {
+				return fmt.Errorf("table %s: rule names unknown column %q", t.Name, col)
+			}
+		}
+	}
+	if r.MinEntities < 0 {
+		return fmt.Errorf("table %s: min entities %d is negative", t.Name, r.MinEntities)
+	}
+	if r.MinEntities > 0 && !hasColumn(&t, r.Entity) {
+		return fmt.Errorf("table %s: min-entities rule needs an entity column, got %q", t.Name, r.Entity)
 	}
 	return nil
 }
