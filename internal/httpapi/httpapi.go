@@ -84,6 +84,8 @@ type Config struct {
 	// Gov, when set, serves /gov/… and accepts JWT bearer tokens from the
 	// issuers governance trusts.
 	Gov *gov.Service
+	// CleanRoom, when set, serves /cleanroom/… (cleanroom.go).
+	CleanRoom *CleanRoomService
 }
 
 // Handler is the REST API of one node. It is an http.Handler; the
@@ -163,6 +165,7 @@ func New(cfg Config) *Handler {
 	}
 	h.attestRoutes(routes)
 	h.govRoutes(routes)
+	h.cleanroomRoutes(routes)
 	for pattern, ep := range routes {
 		h.mux.Handle(pattern, h.serve(ep))
 	}
