@@ -223,6 +223,7 @@ func TestClusterFailover(t *testing.T) {
 	// a poller records what was reported Committed, and when.
 	type written struct {
 		txid, contents string
+		at             time.Time // when the write was answered
 	}
 	var (
 		mu        sync.Mutex
@@ -246,7 +247,7 @@ func TestClusterFailover(t *testing.T) {
 					continue // the node may be down or electing
 				}
 				mu.Lock()
-				pending = append(pending, written{txid, contents})
+				pending = append(pending, written{txid, contents, time.Now()})
 				mu.Unlock()
 			}
 		}()
@@ -302,6 +303,7 @@ func TestClusterFailover(t *testing.T) {
 	beforeK = append([]written(nil), committed...)
 	mu.Unlock()
 	oldNode := c.node(old)
+	killedAt := time.Now()
 	c.kill(oldNode)
 
 	var survivors []*clusterNode
@@ -333,6 +335,17 @@ func TestClusterFailover(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	// Write unavailability: from the kill to the first write answered
+	// after it that committed.
+	var firstAfter time.Time
+	mu.Lock()
+	for _, w := range committed {
+		if w.at.After(killedAt) && (firstAfter.IsZero() || w.at.Before(firstAfter)) {
+			firstAfter = w.at
+		}
+	}
+	mu.Unlock()
+	t.Logf("write unavailability after SIGKILL of the primary: %v", firstAfter.Sub(killedAt).Round(time.Millisecond))
 
 	// Restart the old primary on its data; it catches up.
 	c.start(oldNode)
