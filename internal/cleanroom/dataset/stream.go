@@ -232,7 +232,6 @@ func (dr *Reader) next() error {
 // Open decrypts a whole in-memory ciphertext, returning its header, its
 // plaintext and its digest. It is the fast path the runner uses.
 func Open(ciphertext []byte, key Key) (Header, []byte, [32]byte, error) {
-	digest := sha256.Sum256(ciphertext)
 	br := &countingReader{b: ciphertext}
 	h, hb, err := ReadHeader(br)
 	if err != nil {
@@ -243,6 +242,9 @@ func Open(ciphertext []byte, key Key) (Header, []byte, [32]byte, error) {
 		return Header{}, nil, [32]byte{}, err
 	}
 	headerHash := sha256.Sum256(hb)
+	// Hash each chunk just before decrypting it, while it is in cache.
+	h256 := sha256.New()
+	h256.Write(ciphertext[:br.n])
 	rest := ciphertext[br.n:]
 	full := int(h.ChunkSize) + tagSize
 	chunks := (len(rest) + full - 1) / full
@@ -260,6 +262,7 @@ func Open(ciphertext []byte, key Key) (Header, []byte, [32]byte, error) {
 		if n < tagSize || (final && n == tagSize && i > 0) {
 			return Header{}, nil, [32]byte{}, fmt.Errorf("%w: chunk %d is %d bytes", ErrFormat, i, n)
 		}
+		h256.Write(rest[:n])
 		ad = chunkAD(ad, &headerHash, uint64(i), final)
 		plain, err = aead.Open(plain, chunkNonce(&nonce, uint64(i)), rest[:n], ad)
 		if err != nil {
@@ -267,6 +270,8 @@ func Open(ciphertext []byte, key Key) (Header, []byte, [32]byte, error) {
 		}
 		rest = rest[n:]
 	}
+	var digest [32]byte
+	h256.Sum(digest[:0])
 	return h, plain, digest, nil
 }
 
