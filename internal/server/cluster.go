@@ -324,7 +324,13 @@ func (s *Server) nodeRoutes(mux *http.ServeMux) {
 		if s.app.NeedsGenesis() {
 			state = "PartOfPublicNetwork"
 		}
+		var raftMsgs any
+		if s.tr != nil {
+			st := s.tr.Stats()
+			raftMsgs = map[string]uint64{"sent": st.Sent, "dropped": st.Dropped, "received": st.Received}
+		}
 		writeJSON(w, map[string]any{
+			"raft_messages":     raftMsgs,
 			"node_id":           s.eng.NodeID(),
 			"raft_id":           s.eng.RaftID(),
 			"state":             state,
