@@ -4,18 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/parleyhq/parley/internal/consensus"
+	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/node"
@@ -365,29 +369,117 @@ func (s *Server) primary() (ClusterNode, bool) {
 	return ClusterNode{}, false
 }
 
-// redirectWrites sends requests that may write (any method but GET and
-// HEAD) arriving at a backup to the primary with 307 Temporary Redirect, so
-// the client repeats them there with its own TLS identity. Reads are served
-// here. With no primary known it answers 503 with Retry-After.
-func (s *Server) redirectWrites(next http.Handler) http.Handler {
+// ForwardedCertHeader carries, from a backup to the primary, the DER
+// client certificate (standard base64) of the caller whose write the backup
+// forwards. The primary honours it only on a connection whose client
+// certificate is that of a cluster node.
+const ForwardedCertHeader = "X-Parley-Forwarded-Cert"
+
+// newForwarder returns the client a backup forwards writes with: its node
+// certificate as client certificate, the service certificate as the only
+// root.
+func newForwarder(id *node.Identity) (*http.Transport, error) {
+	tlsCert, err := nodeTLSCert(id)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(id.Service.Cert)
+	return &http.Transport{
+		TLSClientConfig:     &tls.Config{Certificates: []tls.Certificate{tlsCert}, RootCAs: roots, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     2 * time.Minute,
+		TLSHandshakeTimeout: 5 * time.Second,
+	}, nil
+}
+
+// routeWrites forwards requests that may write (any method but GET and
+// HEAD) arriving at a backup to the primary, with the caller's client
+// certificate in ForwardedCertHeader, and relays the answer; reads are
+// served here. With no primary known it answers 503 PrimaryUnknown with
+// Retry-After. A forwarded request is never forwarded again. On the
+// primary, it restores the caller's identity of a request a node forwarded.
+func (s *Server) routeWrites(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.cfg.Cluster == nil || s.eng.IsPrimary() {
+		fwd := r.Header.Get(ForwardedCertHeader)
+		if s.tr != nil && fwd != "" {
+			r2, err := s.forwardedCaller(r, fwd)
+			if err != nil {
+				writeError(w, http.StatusForbidden, "InvalidForwarding", err.Error())
+				return
+			}
+			next.ServeHTTP(w, r2)
+			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.tr == nil || s.eng.IsPrimary() {
 			next.ServeHTTP(w, r)
 			return
 		}
 		p, ok := s.primary()
-		if !ok {
+		if !ok || p.RaftID == s.eng.RaftID() {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "PrimaryUnknown", "no primary is known (an election is in progress); retry")
 			return
 		}
-		loc := "https://" + p.Address + r.URL.RequestURI()
-		w.Header().Set("Location", loc)
-		w.Header().Set("X-Parley-Primary", p.Address)
-		w.Header().Set("X-Parley-Primary-Id", strconv.FormatUint(p.RaftID, 10))
-		writeError(w, http.StatusTemporaryRedirect, "NotPrimary", "this node is a backup; send writes to the primary at "+p.Address)
+		proxy := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(&url.URL{Scheme: "https", Host: p.Address})
+				pr.Out.Host = p.Address
+				pr.Out.Header.Del(ForwardedCertHeader)
+				if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+					pr.Out.Header.Set(ForwardedCertHeader, base64.StdEncoding.EncodeToString(r.TLS.PeerCertificates[0].Raw))
+				} else {
+					// No certificate to vouch for, but the header marks
+					// the request as forwarded (bearer tokens pass as is).
+					pr.Out.Header.Set(ForwardedCertHeader, "-")
+				}
+			},
+			Transport: s.fwd,
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+				s.log.Debug("forward to the primary", slog.String("primary", p.Address), slog.Any("err", err))
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusBadGateway, "ForwardingFailed", "could not forward the write to the primary at "+p.Address+"; retry")
+			},
+			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		}
+		proxy.ServeHTTP(w, r)
 	})
 }
+
+// forwardedCaller checks that r comes from a cluster node and returns r
+// with the caller's certificate from the header (fwd) in place of the
+// node's, and a fresh per-connection authentication cache.
+func (s *Server) forwardedCaller(r *http.Request, fwd string) (*http.Request, error) {
+	if _, err := s.tr.Authenticate(r.TLS); err != nil {
+		return nil, fmt.Errorf("%s from a client that is not a node of this service: %w", ForwardedCertHeader, err)
+	}
+	cs := *r.TLS
+	cs.PeerCertificates = nil
+	cs.VerifiedChains = nil
+	if fwd != "-" {
+		if len(fwd) > maxForwardedCert {
+			return nil, fmt.Errorf("%s: longer than %d bytes", ForwardedCertHeader, maxForwardedCert)
+		}
+		der, err := base64.StdEncoding.DecodeString(fwd)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ForwardedCertHeader, err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ForwardedCertHeader, err)
+		}
+		cs.PeerCertificates = []*x509.Certificate{c}
+	}
+	r2 := r.WithContext(httpapi.ConnContext(r.Context(), nil))
+	r2.TLS = &cs
+	r2.Header = r.Header.Clone()
+	r2.Header.Del(ForwardedCertHeader)
+	return r2, nil
+}
+
+// maxForwardedCert bounds ForwardedCertHeader.
+const maxForwardedCert = 16 << 10
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -134,20 +135,52 @@ func TestClusterNodes(t *testing.T) {
 	if state.Primary || state.State != "PartOfNetwork" || state.NodeID == primaryID {
 		t.Errorf("backup /node/state = %+v", state)
 	}
-	resp, err := hc.Post("https://"+backupAddr+"/app/transactions?api-version=2022-05-13", "application/json", strings.NewReader(`{"contents":"x"}`))
+	// A write at a backup is forwarded to the primary with the caller's
+	// identity, and answered.
+	user, err := tls.LoadX509KeyPair(filepath.Join(base, User0CertFile), filepath.Join(base, User0KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusTemporaryRedirect {
-		t.Fatalf("POST at a backup: status %d, want 307", resp.StatusCode)
+	uc := &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{user}}},
+		Timeout:   10 * time.Second,
 	}
-	if got, want := resp.Header.Get("Location"), "https://"+primaryAddr+"/app/transactions?api-version=2022-05-13"; got != want {
-		t.Errorf("Location = %q, want %q", got, want)
+	defer uc.CloseIdleConnections()
+	post := func(c *http.Client, addr string, hdr map[string]string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest("POST", "https://"+addr+"/app/transactions?api-version=2022-05-13", strings.NewReader(`{"contents":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
 	}
-	if !strings.Contains(string(body), "NotPrimary") {
-		t.Errorf("body %s lacks the NotPrimary code", body)
+	resp, body := post(uc, backupAddr, nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("x-ms-ccf-transaction-id") == "" {
+		t.Fatalf("POST at a backup: %d %s, want 200 with a transaction id", resp.StatusCode, body)
+	}
+	// Without a user certificate the forwarded write is refused as the
+	// caller's, not accepted as the backup's.
+	resp, body = post(hc, backupAddr, nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("POST at a backup without a certificate: %d %s, want 401", resp.StatusCode, body)
+	}
+	// A client that is not a node cannot claim to forward for another.
+	userDER := base64.StdEncoding.EncodeToString(user.Certificate[0])
+	for _, addr := range []string{primaryAddr, backupAddr} {
+		resp, body = post(hc, addr, map[string]string{ForwardedCertHeader: userDER})
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "InvalidForwarding") {
+			t.Errorf("POST to %s with a forged %s: %d %s, want 403 InvalidForwarding", addr, ForwardedCertHeader, resp.StatusCode, body)
+		}
 	}
 }
 

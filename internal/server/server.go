@@ -75,7 +75,9 @@ type Server struct {
 	files Files
 	gov   *gov.Service
 	// tr carries raft messages in a cluster; nil for a single node.
-	tr             *consensus.Transport
+	tr *consensus.Transport
+	// fwd forwards writes at a backup to the primary, in a cluster.
+	fwd            *http.Transport
 	serviceCertPEM []byte
 }
 
@@ -150,6 +152,9 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	if tr != nil {
 		tr.SetReceiver(eng)
+		if s.fwd, err = newForwarder(id); err != nil {
+			return fail(err)
+		}
 	} else if err := s.genesis(fsys); err != nil {
 		// A cluster's first primary writes the genesis (Run).
 		return fail(err)
@@ -190,7 +195,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		mux.Handle("POST "+consensus.Path, tr)
 	}
 	s.nodeRoutes(mux)
-	mux.Handle("/", s.redirectWrites(handler))
+	mux.Handle("/", s.routeWrites(handler))
 	s.srv = &http.Server{
 		Handler:           mux,
 		TLSConfig:         TLSConfig(nodeCert.Raw, id.NodeKey),
@@ -398,6 +403,7 @@ func (s *Server) Run(ctx context.Context) error {
 	<-genesisDone
 	if s.tr != nil {
 		s.tr.Close()
+		s.fwd.CloseIdleConnections()
 	}
 	if err := s.eng.Close(); err != nil {
 		return errors.Join(serveErr, fmt.Errorf("close engine: %w", err))
