@@ -18,7 +18,8 @@ import (
 
 // TestClusterNodes starts a three-node static cluster in-process: one
 // primary is elected and every node names it; the genesis is written once
-// and replicated; a write at a backup is redirected to the primary.
+// and replicated; a write at a backup is forwarded to the primary with the
+// caller's identity, and a forged forwarding is refused.
 func TestClusterNodes(t *testing.T) {
 	base := t.TempDir()
 	ms, err := InitCluster(base, InitClusterOptions{Nodes: 3})
@@ -207,5 +208,69 @@ func TestClusterConfigValidate(t *testing.T) {
 				t.Errorf("validate() = %v, want ok %v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// TestSingleNodeNetwork checks the /node endpoints of a one-node service:
+// the node is the primary of an open service, and Trusted.
+func TestSingleNodeNetwork(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := Start(Config{DataDir: dir, ListenAddress: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	caPEM, err := os.ReadFile(srv.Files().ServiceCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := hc.Get("https://" + srv.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: status %d", path, resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var state struct {
+		NodeID  string `json:"node_id"`
+		Primary bool   `json:"primary"`
+	}
+	get("/node/state", &state)
+	if !state.Primary || state.NodeID == "" {
+		t.Errorf("/node/state = %+v, want the primary with a node id", state)
+	}
+	var network struct {
+		PrimaryID     string `json:"primary_id"`
+		ServiceStatus string `json:"service_status"`
+	}
+	get("/node/network", &network)
+	if network.PrimaryID != state.NodeID || network.ServiceStatus != "Open" {
+		t.Errorf("/node/network = %+v, want primary %s and Open", network, state.NodeID)
+	}
+	var nodes struct {
+		Nodes []nodeInfo `json:"nodes"`
+	}
+	get("/node/network/nodes", &nodes)
+	if len(nodes.Nodes) != 1 || !nodes.Nodes[0].Primary || nodes.Nodes[0].NodeID != state.NodeID || nodes.Nodes[0].Status != "Trusted" {
+		t.Errorf("/node/network/nodes = %+v, want this node alone, primary and Trusted", nodes.Nodes)
 	}
 }
