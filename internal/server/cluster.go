@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/consensus"
+	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/ledger"
@@ -264,14 +266,20 @@ func newTransport(cc *ClusterConfig, id *node.Identity, logger *slog.Logger) (*c
 func (s *Server) primaryDuties(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	sharesDone := false
+	sharesDone, nodesDone := false, false
 	for {
 		switch {
 		case !s.eng.IsPrimary():
-			sharesDone = false
+			sharesDone, nodesDone = false, false
 		case s.app.NeedsGenesis():
 			if err := s.genesis(vfs.OS{}); err != nil {
 				s.log.Warn("genesis", slog.Any("err", err))
+			}
+		case !nodesDone:
+			if err := s.recordNodes(ctx); err != nil {
+				s.log.Warn("record the cluster's nodes", slog.Any("err", err))
+			} else {
+				nodesDone = true
 			}
 		case !sharesDone:
 			s.ensureRecoveryShares()
@@ -283,6 +291,53 @@ func (s *Server) primaryDuties(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// recordNodes writes the static cluster's nodes that the public nodes map
+// (gov.NodesInfoMap) lacks, as Trusted: the nodes init-cluster made are
+// trusted by construction. It leaves recorded nodes as they are.
+func (s *Server) recordNodes(ctx context.Context) error {
+	tx := s.eng.Begin()
+	n := 0
+	for _, m := range s.members() {
+		if _, ok := tx.Get(gov.NodesInfoMap, m.NodeID); ok {
+			continue
+		}
+		b, err := json.Marshal(gov.NodeInfo{Status: nodeTrusted})
+		if err != nil {
+			return err
+		}
+		tx.Put(gov.NodesInfoMap, m.NodeID, b)
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, err := s.eng.Commit(cctx, tx, engine.CommitOptions{})
+	if err != nil {
+		return fmt.Errorf("record nodes: %w", err)
+	}
+	s.log.Info("recorded the cluster's nodes as Trusted", slog.Int("nodes", n), slog.String("txid", id.String()))
+	return nil
+}
+
+// nodeTrusted is the status of a node that may take part in consensus.
+const nodeTrusted = "Trusted"
+
+// nodeStatus is the node's status in the public nodes map; a node of the
+// static list that is not recorded yet is Trusted.
+func (s *Server) nodeStatus(nodeID string) string {
+	b, ok := s.eng.Begin().Get(gov.NodesInfoMap, nodeID)
+	if !ok {
+		return nodeTrusted
+	}
+	var info gov.NodeInfo
+	if err := json.Unmarshal(b, &info); err != nil || info.Status == "" {
+		return "Unknown"
+	}
+	return info.Status
 }
 
 // nodeInfo is one node of GET /node/network/nodes.
@@ -319,7 +374,7 @@ func (s *Server) nodeRoutes(mux *http.ServeMux) {
 		primary, _ := s.primary()
 		var nodes []nodeInfo
 		for _, n := range s.members() {
-			nodes = append(nodes, nodeInfo{NodeID: n.NodeID, RaftID: n.RaftID, Status: "Trusted", Primary: n.RaftID == primary.RaftID && primary.RaftID != 0, Address: n.Address})
+			nodes = append(nodes, nodeInfo{NodeID: n.NodeID, RaftID: n.RaftID, Status: s.nodeStatus(n.NodeID), Primary: n.RaftID == primary.RaftID && primary.RaftID != 0, Address: n.Address})
 		}
 		writeJSON(w, map[string]any{"nodes": nodes})
 	})

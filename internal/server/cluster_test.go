@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleyhq/parley/internal/gov"
 )
 
 // TestClusterNodes starts a three-node static cluster in-process: one
@@ -28,6 +30,7 @@ func TestClusterNodes(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var done []chan error
+	var servers []*Server
 	t.Cleanup(func() {
 		cancel()
 		for _, d := range done {
@@ -48,6 +51,7 @@ func TestClusterNodes(t *testing.T) {
 		}
 		d := make(chan error, 1)
 		done = append(done, d)
+		servers = append(servers, srv)
 		go func() { d <- srv.Run(ctx) }()
 	}
 	caPEM, err := os.ReadFile(filepath.Join(base, "service_cert.pem"))
@@ -105,6 +109,25 @@ func TestClusterNodes(t *testing.T) {
 			t.Fatalf("no agreed primary and open service: %v", ids)
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	// The primary records the static nodes as Trusted in the public nodes
+	// map, and every node gets that through replication.
+	for _, srv := range servers {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			all := true
+			for _, n := range srv.cfg.Cluster.Nodes {
+				b, ok := srv.eng.Begin().Get(gov.NodesInfoMap, n.NodeID)
+				all = all && ok && strings.Contains(string(b), `"Trusted"`)
+			}
+			if all {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: the nodes map lacks the cluster's nodes", srv.cfg.Cluster.RaftID)
+			}
+			time.Sleep(10 * time.Millisecond) // polling a condition
+		}
 	}
 	var nodes struct {
 		Nodes []nodeInfo `json:"nodes"`
