@@ -572,3 +572,84 @@ func BenchmarkEncodeDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestTransportCloseAndDrops sends to a peer that is down: Send never
+// blocks, what cannot be queued or delivered is counted as dropped, and
+// Close stops the senders.
+func TestTransportCloseAndDrops(t *testing.T) {
+	svc, err := identity.NewService("Parley Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, der := newKeyCert(t, svc)
+	_, peerDER := newKeyCert(t, svc)
+	peerCert, err := x509.ParseCertificate(peerDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	tr, err := New(Config{
+		ID:          1,
+		Peers:       []Peer{{ID: 2, Address: down, NodeID: nodeIDOf(peerCert)}},
+		Certificate: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		ServiceCert: svc.Cert,
+		QueueSize:   8,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]pb.Message, 100)
+	for i := range msgs {
+		msgs[i] = pb.Message{Type: pb.MsgHeartbeat, From: 1, To: 2}
+	}
+	tr.Send(msgs)                                                  // more than the queue holds
+	tr.Send([]pb.Message{{Type: pb.MsgHeartbeat, From: 1, To: 9}}) // unknown peer
+	deadline := time.Now().Add(10 * time.Second)
+	for tr.Stats().Dropped < 101 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d, want 101", tr.Stats().Dropped)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition
+	}
+	if s := tr.Stats(); s.Sent != 0 {
+		t.Errorf("sent %d to a peer that is down", s.Sent)
+	}
+	tr.Close()
+	tr.Close()    // idempotent
+	tr.Send(msgs) // after Close: must not block
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	svc, err := identity.NewService("Parley Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, der := newKeyCert(t, svc)
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	const nid = "1af37ec4bbc2b9e3bd6189966ebb4c2f4f40f44a113efb8d48f2f605466d550d"
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no service cert", Config{ID: 1, Certificate: cert}},
+		{"no certificate", Config{ID: 1, ServiceCert: svc.Cert}},
+		{"peer id 0", Config{ID: 1, Certificate: cert, ServiceCert: svc.Cert, Peers: []Peer{{ID: 0, Address: "127.0.0.1:1", NodeID: nid}}}},
+		{"duplicate peer", Config{ID: 1, Certificate: cert, ServiceCert: svc.Cert, Peers: []Peer{{ID: 2, Address: "127.0.0.1:1", NodeID: nid}, {ID: 2, Address: "127.0.0.1:2", NodeID: nid}}}},
+		{"bad address", Config{ID: 1, Certificate: cert, ServiceCert: svc.Cert, Peers: []Peer{{ID: 2, Address: "nowhere", NodeID: nid}}}},
+		{"bad node id", Config{ID: 1, Certificate: cert, ServiceCert: svc.Cert, Peers: []Peer{{ID: 2, Address: "127.0.0.1:1", NodeID: "abc"}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := New(tt.cfg)
+			if err == nil {
+				tr.Close()
+				t.Fatal("New succeeded, want an error")
+			}
+		})
+	}
+}
