@@ -37,9 +37,6 @@ const DefaultCollection = "subledger:0"
 // SecretKeySize is the size of an entry's claim key.
 const SecretKeySize = 32
 
-// maxRetries bounds how often a transaction is run again after a conflict.
-const maxRetries = 16
-
 // Errors returned by App methods. httpapi maps each to an HTTP status and an
 // ACL error code.
 var (
@@ -80,8 +77,8 @@ var (
 	// without an Administrator.
 	ErrLastAdministrator = errors.New("last administrator")
 	// ErrTooManyConflicts is returned when a transaction conflicted
-	// maxRetries times in a row.
-	ErrTooManyConflicts = errors.New("too many conflicting transactions")
+	// engine.MaxConflictRetries times in a row.
+	ErrTooManyConflicts = engine.ErrTooManyConflicts
 )
 
 // Limits bounds what a write may hold. Zero fields take the defaults of
@@ -265,21 +262,7 @@ func (a *App) ensureMember(tx *kv.Tx, m, counter, key string, limit int, errFull
 
 // run runs fn in a transaction and commits it, again on conflict.
 func (a *App) run(ctx context.Context, opts engine.CommitOptions, fn func(*kv.Tx) error) (ledger.TxID, error) {
-	for range maxRetries {
-		tx := a.eng.Begin()
-		if err := fn(tx); err != nil {
-			return ledger.TxID{}, err
-		}
-		id, err := a.eng.Commit(ctx, tx, opts)
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, fmt.Errorf("commit: %w", err)
-		}
-		return id, nil
-	}
-	return ledger.TxID{}, ErrTooManyConflicts
+	return engine.Retry(ctx, a.eng, opts, fn)
 }
 
 // Entry returns the ledger entry written by transaction id. It fails with

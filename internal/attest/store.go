@@ -3,7 +3,6 @@ package attest
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 
 	"github.com/parleyhq/parley/internal/engine"
@@ -27,9 +26,6 @@ type Ledger interface {
 	Begin() *kv.Tx
 	Commit(ctx context.Context, tx *kv.Tx, opts engine.CommitOptions) (ledger.TxID, error)
 }
-
-// maxConflicts bounds the retries of a transaction that conflicts.
-const maxConflicts = 8
 
 // LedgerPolicy returns a PolicySource reading the policy from the ledger.
 // With no policy set it returns the empty policy, which refuses every
@@ -68,17 +64,12 @@ func WritePolicy(ctx context.Context, l Ledger, p *tee.Policy) (ledger.TxID, err
 	if err != nil {
 		return ledger.TxID{}, fmt.Errorf("encode policy: %w", err)
 	}
-	for range maxConflicts {
-		tx := l.Begin()
+	id, err := engine.Retry(ctx, l, engine.CommitOptions{}, func(tx *kv.Tx) error {
 		tx.Put(PoliciesMap, PolicyKey, enc)
-		id, err := l.Commit(ctx, tx, engine.CommitOptions{})
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, fmt.Errorf("write policy: %w", err)
-		}
-		return id, nil
+		return nil
+	})
+	if err != nil {
+		return ledger.TxID{}, fmt.Errorf("write policy: %w", err)
 	}
-	return ledger.TxID{}, fmt.Errorf("write policy: %w", kv.ErrConflict)
+	return id, nil
 }

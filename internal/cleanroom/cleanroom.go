@@ -53,7 +53,7 @@ var (
 	// ErrState: the contract is not in a state that allows this.
 	ErrState = errors.New("wrong state")
 	// ErrTooManyConflicts: the transaction kept conflicting with others.
-	ErrTooManyConflicts = errors.New("too many transaction conflicts")
+	ErrTooManyConflicts = engine.ErrTooManyConflicts
 )
 
 // Request types.
@@ -86,7 +86,6 @@ const (
 	MaxDatasets     = runner.MaxTables
 	MaxRecipients   = runner.MaxRecipients
 	MaxMeasurements = 64
-	maxRetries      = 8
 	// DefaultMaxClockSkew bounds |createdAt − now|.
 	DefaultMaxClockSkew = 5 * time.Minute
 )
@@ -255,25 +254,7 @@ func putJSON(tx *kv.Tx, m, k string, v any) error {
 
 // run builds and commits a transaction, rebuilding it on conflict.
 func (s *Service) run(ctx context.Context, build func(tx *kv.Tx) error) (ledger.TxID, error) {
-	for range maxRetries {
-		tx := s.l.Begin()
-		err := build(tx)
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, err
-		}
-		id, err := s.l.Commit(ctx, tx, engine.CommitOptions{})
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, fmt.Errorf("commit: %w", err)
-		}
-		return id, nil
-	}
-	return ledger.TxID{}, ErrTooManyConflicts
+	return engine.Retry(ctx, s.l, engine.CommitOptions{}, build)
 }
 
 // authenticate verifies sr within tx: the signer is a party of the room in

@@ -539,3 +539,42 @@ func (e *Engine) setCommitted(seqno uint64) {
 	e.commitWake = make(chan struct{})
 	e.commitMu.Unlock()
 }
+
+// ErrTooManyConflicts is returned by Retry when a transaction kept
+// conflicting with concurrent ones.
+var ErrTooManyConflicts = errors.New("too many conflicting transactions")
+
+// MaxConflictRetries is how many times Retry runs a transaction.
+const MaxConflictRetries = 16
+
+// Committer begins and commits transactions: the Engine, or a test fake.
+type Committer interface {
+	Begin() *kv.Tx
+	Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (ledger.TxID, error)
+}
+
+// Retry runs build in a new transaction of c and commits it, running it
+// again in a fresh transaction when the commit conflicts (or build returns
+// an error wrapping kv.ErrConflict), at most MaxConflictRetries times. Any
+// other error from build is returned as it is, and nothing is committed.
+func Retry(ctx context.Context, c Committer, opts CommitOptions, build func(tx *kv.Tx) error) (ledger.TxID, error) {
+	for range MaxConflictRetries {
+		tx := c.Begin()
+		err := build(tx)
+		if errors.Is(err, kv.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return ledger.TxID{}, err
+		}
+		id, err := c.Commit(ctx, tx, opts)
+		if errors.Is(err, kv.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return ledger.TxID{}, fmt.Errorf("commit: %w", err)
+		}
+		return id, nil
+	}
+	return ledger.TxID{}, ErrTooManyConflicts
+}
