@@ -28,8 +28,10 @@ func (h *Handler) cleanroomRoutes(routes map[string]endpoint) {
 		return
 	}
 	routes["POST /cleanroom/{action}"] = endpoint{app.RoleNone, false, false, h.postCleanRoom}
-	routes["GET /cleanroom/rooms/{room}/contracts/{contract}"] = endpoint{app.RoleNone, false, false, h.getCleanRoomContract}
-	routes["GET /cleanroom/rooms/{room}/datasets/{dataset}"] = endpoint{app.RoleNone, false, false, h.getCleanRoomDataset}
+	// Room terms (contract SQL, dataset schemas and rules) are business
+	// information: reading them takes an authenticated ledger user.
+	routes["GET /cleanroom/rooms/{room}/contracts/{contract}"] = endpoint{app.RoleReader, false, false, h.getCleanRoomContract}
+	routes["GET /cleanroom/rooms/{room}/datasets/{dataset}"] = endpoint{app.RoleReader, false, false, h.getCleanRoomDataset}
 }
 
 func (h *Handler) postCleanRoom(c *call) (any, int, error) {

@@ -1,25 +1,18 @@
 package httpapi
 
 import (
-	"bytes"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/cleanroom"
 	"github.com/parleyhq/parley/internal/cleanroom/dataset"
-	"github.com/parleyhq/parley/internal/engine"
-	"github.com/parleyhq/parley/internal/node"
-	"github.com/parleyhq/parley/internal/vfs"
 )
 
 type crParty struct {
@@ -39,6 +32,9 @@ func newCRParty(t *testing.T) *crParty {
 	return &crParty{key: k, id: id, pem: pem}
 }
 
+// withCleanRoom asks newFixture for a clean-room service over its engine.
+var withCleanRoom = &CleanRoomService{}
+
 func (p *crParty) sign(t *testing.T, typ string, body any) []byte {
 	t.Helper()
 	b, err := json.Marshal(body)
@@ -54,32 +50,19 @@ func (p *crParty) sign(t *testing.T, typ string, body any) []byte {
 }
 
 func TestCleanRoomRoutes(t *testing.T) {
-	dir := t.TempDir()
-	id, err := node.Init(vfs.OS{}, dir, node.InitOptions{SANs: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := app.NewIndex()
-	eng, err := engine.Open(engine.Config{
-		Dir: filepath.Join(dir, node.LedgerDir), Secret: id.Secret, NodeKey: id.NodeKey,
-		NodeCertPEM: id.NodeCertPEM, Observer: idx, SignatureInterval: 2 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	h := New(Config{App: app.New(eng, idx, app.Limits{}), Engine: eng, CleanRoom: cleanroom.New(eng, nil)})
-
+	f := newFixture(t, Config{CleanRoom: withCleanRoom})
 	do := func(method, path string, body []byte, want int) map[string]any {
 		t.Helper()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(method, path, bytes.NewReader(body)))
-		if rec.Code != want {
-			t.Fatalf("%s %s: status %d (%s), want %d", method, path, rec.Code, rec.Body, want)
+		r := f.do("reader", method, path, body)
+		if r.status != want {
+			t.Fatalf("%s %s: status %d (%s), want %d", method, path, r.status, r.body, want)
 		}
 		var out map[string]any
-		json.Unmarshal(rec.Body.Bytes(), &out)
+		json.Unmarshal(r.body, &out)
 		return out
+	}
+	if r := f.do("anonymous", "GET", "/cleanroom/rooms/aml/datasets/tx1", nil); r.status != http.StatusUnauthorized {
+		t.Errorf("room read without a client certificate: status %d, want 401", r.status)
 	}
 	owner, reg := newCRParty(t), newCRParty(t)
 	create := owner.sign(t, cleanroom.TypeCreateRoom, cleanroom.CreateRoomBody{Name: "bank1", PublicKey: owner.pem})

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/parleyhq/parley/internal/cleanroom"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -87,6 +88,9 @@ func newFixtureSig(t *testing.T, cfg Config, sigInterval time.Duration) *fixture
 	cfg.App, cfg.Engine, cfg.ServiceCertPEM = f.app, eng, identity.EncodeCertPEM(id.Service.CertDER)
 	if cfg.Gov == withGov {
 		cfg.Gov = gov.New(gov.Config{Engine: eng})
+	}
+	if cfg.CleanRoom == withCleanRoom {
+		cfg.CleanRoom = cleanroom.New(eng, nil)
 	}
 	srv := httptest.NewUnstartedServer(New(cfg))
 	nodeCert, err := identity.ParseCertPEM(id.NodeCertPEM)

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/parleyhq/parley/internal/cleanroom"
 	"log/slog"
 	"net"
 	"net/http"
@@ -189,6 +190,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		PageSize:        cfg.PageSize,
 		MaxBatch:        cfg.MaxBatch,
 		Gov:             s.gov,
+		CleanRoom:       cleanroom.New(eng, nil),
 	})
 	mux := http.NewServeMux()
 	if tr != nil {
