@@ -51,7 +51,7 @@ func (s *Service) CreateRoom(ctx context.Context, body []byte) (*Room, ledger.Tx
 	var peek struct {
 		Body CreateRoomBody `json:"body"`
 	}
-	if err := json.Unmarshal(sr.jws.UnsafePayloadWithoutVerification(), &peek); err != nil {
+	if err := json.Unmarshal(sr.obj.UnsafePayload(), &peek); err != nil {
 		return nil, ledger.TxID{}, fmt.Errorf("create_room body: %v: %w", err, ErrMalformed)
 	}
 	pub, err := parsePublicKey(peek.Body.PublicKey)

@@ -3,13 +3,11 @@ package gov
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/parleyhq/parley/internal/jws"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Message types of a signed request; each endpoint takes one.
@@ -50,69 +48,41 @@ type SignedRequest struct {
 	MemberID string
 	// Raw is the compact serialization as received.
 	Raw string
-	jws *jose.JSONWebSignature
+	obj *jws.Object
 }
+
+// requestType is the "typ" of governance requests.
+const requestType = "parley-gov+jws"
 
 // Sign signs r with a member's P-384 key, naming the member memberID,
 // and returns the JWS compact serialization to send as a request body.
 func Sign(key *ecdsa.PrivateKey, memberID string, r *Request) ([]byte, error) {
-	if key == nil || key.Curve != elliptic.P384() {
-		return nil, errors.New("sign request: want a P-384 key")
-	}
 	payload, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	opts := (&jose.SignerOptions{}).WithType("parley-gov+jws")
-	opts.EmbedJWK = false
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES384, Key: jose.JSONWebKey{Key: key, KeyID: memberID}}, opts)
-	if err != nil {
-		return nil, fmt.Errorf("new signer: %w", err)
-	}
-	obj, err := signer.Sign(payload)
-	if err != nil {
-		return nil, fmt.Errorf("sign request: %w", err)
-	}
-	s, err := obj.CompactSerialize()
-	if err != nil {
-		return nil, fmt.Errorf("serialize request: %w", err)
-	}
-	return []byte(s), nil
+	return jws.Sign(key, memberID, requestType, payload)
 }
 
 // ParseSigned parses a JWS compact serialization signed with ES384 and
 // returns it with its signer's member id, without checking the signature
 // (Verify does). It fails with an error wrapping ErrMalformedRequest.
 func ParseSigned(b []byte) (*SignedRequest, error) {
-	if len(b) == 0 {
-		return nil, fmt.Errorf("empty request body: want a JWS signed by a member: %w", ErrMalformedRequest)
-	}
-	if len(b) > MaxRequestBytes {
-		return nil, fmt.Errorf("request of %d bytes over %d: %w", len(b), MaxRequestBytes, ErrMalformedRequest)
-	}
-	s := string(bytes.TrimSpace(b))
-	jws, err := jose.ParseSignedCompact(s, []jose.SignatureAlgorithm{jose.ES384})
+	obj, err := jws.Parse(b, MaxRequestBytes)
 	if err != nil {
-		return nil, fmt.Errorf("parse JWS: %v: %w", err, ErrMalformedRequest)
+		return nil, fmt.Errorf("%w: want a JWS signed by a member: %w", ErrMalformedRequest, err)
 	}
-	if len(jws.Signatures) != 1 {
-		return nil, fmt.Errorf("want one signature, got %d: %w", len(jws.Signatures), ErrMalformedRequest)
+	if !validMemberID(obj.KeyID) {
+		return nil, fmt.Errorf("kid %.80q is not a member id (64 lowercase hex digits): %w", obj.KeyID, ErrMalformedRequest)
 	}
-	h := jws.Signatures[0].Protected
-	if h.JSONWebKey != nil {
-		return nil, fmt.Errorf("the protected header must name the member by kid, not carry a key: %w", ErrMalformedRequest)
-	}
-	if !validMemberID(h.KeyID) {
-		return nil, fmt.Errorf("kid %.80q is not a member id (64 lowercase hex digits): %w", h.KeyID, ErrMalformedRequest)
-	}
-	return &SignedRequest{MemberID: h.KeyID, Raw: s, jws: jws}, nil
+	return &SignedRequest{MemberID: obj.KeyID, Raw: obj.Raw, obj: obj}, nil
 }
 
 // Verify checks the signature with the member's public key and decodes the
 // payload strictly (unknown fields and trailing data refused). It fails
 // with an error wrapping ErrBadSignature or ErrMalformedRequest.
 func (sr *SignedRequest) Verify(pub *ecdsa.PublicKey) (*Request, error) {
-	payload, err := sr.jws.Verify(pub)
+	payload, err := sr.obj.Verify(pub)
 	if err != nil {
 		return nil, fmt.Errorf("member %s: %w", sr.MemberID, ErrBadSignature)
 	}
