@@ -104,6 +104,8 @@ type Room struct {
 	Name      string `json:"name"`
 	CreatedBy string `json:"createdBy"`
 	CreatedAt int64  `json:"createdAt"`
+	// Events is the number of steps recorded in EventsMap.
+	Events uint64 `json:"events"`
 }
 
 // Party is a participant of a room.
@@ -124,6 +126,9 @@ type Dataset struct {
 	Size   int64          `json:"size"`
 	Schema dataset.Schema `json:"schema"`
 	Rules  runner.Rules   `json:"rules"`
+	// KeyCommitment is KeyCommitment(data key) when the data key was
+	// handed to the key broker with the registration.
+	KeyCommitment string `json:"keyCommitment,omitempty"`
 }
 
 // Recipient names a party that receives a contract's output, and the
@@ -164,6 +169,11 @@ type JobRecord struct {
 	Output      string            `json:"output"` // hex SHA-256 of the stored sealed output
 	Rows        int               `json:"rows"`
 	Suppressed  int               `json:"suppressed"`
+	// Release is the transaction id of the key release the runner used.
+	Release string `json:"release,omitempty"`
+	// Refused, when set, says why the runner refused to run the query
+	// (the analysis rule broken); Output is then empty.
+	Refused string `json:"refused,omitempty"`
 }
 
 // Ledger is what the service needs of the engine.
@@ -250,11 +260,6 @@ func putJSON(tx *kv.Tx, m, k string, v any) error {
 	}
 	tx.Put(m, k, b)
 	return nil
-}
-
-// run builds and commits a transaction, rebuilding it on conflict.
-func (s *Service) run(ctx context.Context, build func(tx *kv.Tx) error) (ledger.TxID, error) {
-	return engine.Retry(ctx, s.l, engine.CommitOptions{}, build)
 }
 
 // authenticate verifies sr within tx: the signer is a party of the room in

@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 
 	"github.com/parleyhq/parley/internal/cleanroom/runner"
+	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
 )
@@ -62,26 +64,30 @@ func (s *Service) CreateRoom(ctx context.Context, body []byte) (*Room, ledger.Tx
 		return nil, ledger.TxID{}, fmt.Errorf("kid %s is not the id of the key in the body: %w", sr.kid, ErrMalformed)
 	}
 	var out *Room
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, TypeCreateRoom, pub)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		var b CreateRoomBody
 		if err := decodeBody(req, &b); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if !nameRE.MatchString(b.Name) {
-			return fmt.Errorf("party name %.80q: %w", b.Name, ErrMalformed)
+			return [32]byte{}, fmt.Errorf("party name %.80q: %w", b.Name, ErrMalformed)
 		}
 		if _, ok := tx.Get(RoomsMap, req.Room); ok {
-			return fmt.Errorf("room %s: %w", req.Room, ErrExists)
+			return [32]byte{}, fmt.Errorf("room %s: %w", req.Room, ErrExists)
 		}
 		out = &Room{Name: req.Room, CreatedBy: sr.kid, CreatedAt: req.CreatedAt}
 		if err := putJSON(tx, RoomsMap, req.Room, out); err != nil {
-			return err
+			return [32]byte{}, err
 		}
-		return putJSON(tx, PartiesMap, key(req.Room, sr.kid), Party{ID: sr.kid, Name: b.Name, PublicKey: b.PublicKey, State: PartyActive})
+		if err := putJSON(tx, PartiesMap, key(req.Room, sr.kid), Party{ID: sr.kid, Name: b.Name, PublicKey: b.PublicKey, State: PartyActive}); err != nil {
+			return [32]byte{}, err
+		}
+		out.Events = 1
+		return appendEvent(tx, sr.event(StepCreateRoom, sr.kid, map[string]any{"name": b.Name}))
 	})
 	return out, id, err
 }
@@ -93,31 +99,34 @@ func (s *Service) Invite(ctx context.Context, body []byte) (*Party, ledger.TxID,
 		return nil, ledger.TxID{}, err
 	}
 	var out *Party
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, TypeInvite, nil, PartyActive)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		var b InviteBody
 		if err := decodeBody(req, &b); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if !nameRE.MatchString(b.Name) {
-			return fmt.Errorf("party name %.80q: %w", b.Name, ErrMalformed)
+			return [32]byte{}, fmt.Errorf("party name %.80q: %w", b.Name, ErrMalformed)
 		}
 		pub, err := parsePublicKey(b.PublicKey)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		pid, err := PartyID(pub)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if _, ok := tx.Get(PartiesMap, key(req.Room, pid)); ok {
-			return fmt.Errorf("party %s: %w", pid, ErrExists)
+			return [32]byte{}, fmt.Errorf("party %s: %w", pid, ErrExists)
 		}
 		out = &Party{ID: pid, Name: b.Name, PublicKey: b.PublicKey, State: PartyInvited, InvitedBy: sr.kid}
-		return putJSON(tx, PartiesMap, key(req.Room, pid), out)
+		if err := putJSON(tx, PartiesMap, key(req.Room, pid), out); err != nil {
+			return [32]byte{}, err
+		}
+		return appendEvent(tx, sr.event(StepInvite, pid, map[string]any{"name": b.Name}))
 	})
 	return out, id, err
 }
@@ -129,16 +138,19 @@ func (s *Service) Join(ctx context.Context, body []byte) (*Party, ledger.TxID, e
 		return nil, ledger.TxID{}, err
 	}
 	var out Party
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, TypeJoin, nil, PartyInvited)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if _, err := getJSON(tx, PartiesMap, key(req.Room, sr.kid), &out); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		out.State = PartyActive
-		return putJSON(tx, PartiesMap, key(req.Room, sr.kid), out)
+		if err := putJSON(tx, PartiesMap, key(req.Room, sr.kid), out); err != nil {
+			return [32]byte{}, err
+		}
+		return appendEvent(tx, sr.event(StepJoin, sr.kid, map[string]any{"name": out.Name}))
 	})
 	if err != nil {
 		return nil, id, err
@@ -146,33 +158,80 @@ func (s *Service) Join(ctx context.Context, body []byte) (*Party, ledger.TxID, e
 	return &out, id, nil
 }
 
-// RegisterDataset records a dataset owned by the signer. Datasets are
+// RegisterDataset records a dataset owned by the signer, without a data
+// key: no runner can ever read it. Use RegisterDatasetWithKey. Datasets are
 // immutable: a new version is a new name.
 func (s *Service) RegisterDataset(ctx context.Context, body []byte) (*Dataset, ledger.TxID, error) {
+	return s.RegisterDatasetWithKey(ctx, body, nil, nil)
+}
+
+// KeyStore holds data keys for the key broker; *keyrelease.Broker is one.
+type KeyStore interface {
+	// DepositDatasetKey stores dataset's data key, writing into tx, under
+	// a release policy bound to the room's approved contracts. It fails if
+	// the dataset already has a key.
+	DepositDatasetKey(tx *kv.Tx, room, dataset string, key []byte, owner string) error
+}
+
+// KeyCommitment is the commitment to a data key that register_dataset
+// carries (Dataset.KeyCommitment): hex SHA-256 of a fixed label and the
+// key. The key is 32 random bytes, so the commitment reveals nothing.
+func KeyCommitment(key []byte) string {
+	h := sha256.New()
+	h.Write([]byte("parley cleanroom data key v1\x00"))
+	h.Write(key)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// RegisterDatasetWithKey records a dataset owned by the signer and, in the
+// same transaction, hands its data key to keys (the key broker). The
+// signed body's keyCommitment must be KeyCommitment(dataKey), so the key
+// is the one the owner meant. With a nil dataKey the dataset is
+// registered without a key.
+func (s *Service) RegisterDatasetWithKey(ctx context.Context, body, dataKey []byte, keys KeyStore) (*Dataset, ledger.TxID, error) {
 	sr, err := parseSigned(body)
 	if err != nil {
 		return nil, ledger.TxID{}, err
 	}
+	if dataKey != nil && keys == nil {
+		return nil, ledger.TxID{}, fmt.Errorf("no key broker to hold the data key: %w", ErrMalformed)
+	}
 	var out Dataset
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, TypeRegisterDataset, nil, PartyActive)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
+		out = Dataset{}
 		if err := decodeBody(req, &out); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if out.Owner != "" && out.Owner != sr.kid {
-			return fmt.Errorf("dataset owner %s is not the signer: %w", out.Owner, ErrForbidden)
+			return [32]byte{}, fmt.Errorf("dataset owner %s is not the signer: %w", out.Owner, ErrForbidden)
 		}
 		out.Owner = sr.kid
 		if err := validateDataset(&out); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if _, ok := tx.Get(DatasetsMap, key(req.Room, out.Name)); ok {
-			return fmt.Errorf("dataset %s: %w", out.Name, ErrExists)
+			return [32]byte{}, fmt.Errorf("dataset %s: %w", out.Name, ErrExists)
 		}
-		return putJSON(tx, DatasetsMap, key(req.Room, out.Name), out)
+		if dataKey != nil {
+			if out.KeyCommitment != KeyCommitment(dataKey) {
+				return [32]byte{}, fmt.Errorf("the data key is not the one keyCommitment names: %w", ErrMalformed)
+			}
+			if err := keys.DepositDatasetKey(tx, req.Room, out.Name, dataKey, sr.kid); err != nil {
+				return [32]byte{}, fmt.Errorf("deposit the data key: %v: %w", err, ErrMalformed)
+			}
+		} else if out.KeyCommitment != "" {
+			return [32]byte{}, fmt.Errorf("keyCommitment without a data key: %w", ErrMalformed)
+		}
+		if err := putJSON(tx, DatasetsMap, key(req.Room, out.Name), out); err != nil {
+			return [32]byte{}, err
+		}
+		return appendEvent(tx, sr.event(StepRegisterDataset, out.Name, map[string]any{
+			"digest": out.Digest, "size": out.Size, "keyDeposited": dataKey != nil, "rules": out.Rules,
+		}))
 	})
 	if err != nil {
 		return nil, id, err
@@ -206,25 +265,30 @@ func (s *Service) ProposeContract(ctx context.Context, body []byte) (*Contract, 
 		return nil, ledger.TxID{}, err
 	}
 	var out *Contract
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, TypeProposeContract, nil, PartyActive)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		var t ContractTerms
 		if err := decodeBody(req, &t); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if err := s.validateTerms(tx, req.Room, &t); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		d := sha256.Sum256(req.Body)
 		cid := hex.EncodeToString(d[:])
 		if _, ok := tx.Get(ContractsMap, key(req.Room, cid)); ok {
-			return fmt.Errorf("contract %s: %w", cid, ErrExists)
+			return [32]byte{}, fmt.Errorf("contract %s: %w", cid, ErrExists)
 		}
 		out = &Contract{ID: cid, Terms: t, ProposedBy: sr.kid, State: ContractProposed, Approvals: map[string]int64{}}
-		return putJSON(tx, ContractsMap, key(req.Room, cid), out)
+		if err := putJSON(tx, ContractsMap, key(req.Room, cid), out); err != nil {
+			return [32]byte{}, err
+		}
+		return appendEvent(tx, sr.event(StepProposeContract, cid, map[string]any{
+			"name": t.Name, "datasets": t.Datasets, "measurements": t.Measurements, "state": out.State,
+		}))
 	})
 	return out, id, err
 }
@@ -356,24 +420,27 @@ func (s *Service) contractChange(ctx context.Context, body []byte, typ string, c
 		return nil, ledger.TxID{}, err
 	}
 	var out *Contract
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
 		req, err := s.authenticate(tx, sr, typ, nil, PartyActive)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		var ref ContractRef
 		if err := decodeBody(req, &ref); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		c, err := readContract(tx, req.Room, ref.Contract)
 		if err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		if err := change(tx, req.Room, sr.kid, req.CreatedAt, c); err != nil {
-			return err
+			return [32]byte{}, err
 		}
 		out = c
-		return putJSON(tx, ContractsMap, key(req.Room, c.ID), c)
+		if err := putJSON(tx, ContractsMap, key(req.Room, c.ID), c); err != nil {
+			return [32]byte{}, err
+		}
+		return appendEvent(tx, sr.event(typ, c.ID, map[string]any{"state": c.State}))
 	})
 	return out, id, err
 }
@@ -400,13 +467,31 @@ func readContract(tx *kv.Tx, room, id string) (*Contract, error) {
 // Approved and measurement is one it allows: the check a key release for a
 // runner makes. It fails with ErrState or ErrForbidden otherwise.
 func (s *Service) Runnable(room, contract, measurement string) (*Contract, []Dataset, error) {
-	tx := s.l.Begin()
+	return runnable(s.l.Begin(), room, contract, measurement)
+}
+
+func runnable(tx *kv.Tx, room, contract, measurement string) (*Contract, []Dataset, error) {
 	c, err := readContract(tx, room, contract)
 	if err != nil {
 		return nil, nil, err
 	}
 	if c.State != ContractApproved {
-		return nil, nil, fmt.Errorf("contract %s is %s: %w", c.ID, c.State, ErrState)
+		reason := ""
+		if c.State == ContractProposed {
+			own, err := owners(tx, room, c.Terms)
+			if err != nil {
+				return nil, nil, err
+			}
+			var missing []string
+			for o := range own {
+				if _, ok := c.Approvals[o]; !ok {
+					missing = append(missing, o)
+				}
+			}
+			slices.Sort(missing)
+			reason = fmt.Sprintf(" (not approved by %v)", missing)
+		}
+		return nil, nil, fmt.Errorf("contract %s is %s%s: %w", c.ID, c.State, reason, ErrState)
 	}
 	if !slices.Contains(c.Terms.Measurements, measurement) {
 		return nil, nil, fmt.Errorf("runner measurement %.80q is not allowed by contract %s: %w", measurement, c.ID, ErrForbidden)
@@ -426,56 +511,123 @@ func (s *Service) Runnable(room, contract, measurement string) (*Contract, []Dat
 	return c, ds, nil
 }
 
-// RecordJob records a run of an approved contract. The caller has verified
-// the runner (its attestation gives measurement); RecordJob checks that the
+var _ keyrelease.RoomGate = (*Service)(nil)
+
+// AuthorizeRelease is the clean-room release policy, checked by the key
+// broker within its release transaction: the contract must be Approved by
+// every owner of every dataset it reads, not suspended, and allow
+// measurement. It returns the datasets whose keys the runner gets. A
+// refusal wraps keyrelease.ErrPolicyNotSatisfied and says why; an unknown
+// room or contract is ErrNotFound.
+func (s *Service) AuthorizeRelease(tx *kv.Tx, room, contract, measurement string) ([]string, error) {
+	if !nameRE.MatchString(room) {
+		return nil, fmt.Errorf("room %.80q: %w", room, ErrMalformed)
+	}
+	_, ds, err := runnable(tx, room, contract, measurement)
+	if errors.Is(err, ErrState) || errors.Is(err, ErrForbidden) {
+		return nil, fmt.Errorf("%w: %w", keyrelease.ErrPolicyNotSatisfied, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ds))
+	for i, d := range ds {
+		names[i] = d.Name
+	}
+	return names, nil
+}
+
+// RecordRelease writes the event of a key release or refusal into tx and
+// returns the claims digest to commit it with.
+func (s *Service) RecordRelease(tx *kv.Tx, r keyrelease.RoomRelease) ([32]byte, error) {
+	step := StepKeyRelease
+	detail := map[string]any{
+		"measurement": r.Measurement, "runtimeKey": r.RuntimeKey, "tokenSha256": r.TokenSHA256, "attestationType": r.AttestationType,
+	}
+	if r.Refused != "" {
+		step = StepKeyRefusal
+		detail["reason"] = r.Refused
+	} else {
+		detail["datasets"] = r.Datasets
+	}
+	return appendEvent(tx, Event{Room: r.Room, Step: step, By: "runner", Subject: r.Contract, Detail: detail})
+}
+
+// RecordJob records a run of an approved contract, or the runner's refusal
+// to run it (j.Refused set, no output). The caller has verified the
+// runner's attestation, which gives measurement; RecordJob checks that the
 // contract is approved, the measurement allowed and the inputs are exactly
-// the contract's datasets at their registered digests. The job id is the hex
-// SHA-256 of the record's JSON without the id.
+// the contract's datasets at their registered digests. The job id is the
+// hex SHA-256 of the record's JSON without the id.
 func (s *Service) RecordJob(ctx context.Context, room string, j JobRecord) (*JobRecord, ledger.TxID, error) {
-	if !hexID.MatchString(j.Output) || j.Rows < 0 || j.Suppressed < 0 {
-		return nil, ledger.TxID{}, fmt.Errorf("job output %.80q: %w", j.Output, ErrMalformed)
+	if j.Refused == "" && !hexID.MatchString(j.Output) || j.Refused != "" && (j.Output != "" || len(j.Refused) > 1024) || j.Rows < 0 || j.Suppressed < 0 {
+		return nil, ledger.TxID{}, fmt.Errorf("job output %.80q refused %.80q: %w", j.Output, j.Refused, ErrMalformed)
+	}
+	if !nameRE.MatchString(room) || len(j.Release) > 64 {
+		return nil, ledger.TxID{}, fmt.Errorf("room %.80q: %w", room, ErrMalformed)
 	}
 	j.ID = ""
 	var out JobRecord
-	id, err := s.run(ctx, func(tx *kv.Tx) error {
+	id, err := s.run(ctx, func(tx *kv.Tx) ([32]byte, error) {
+		if _, _, err := runnable(tx, room, j.Contract, j.Measurement); err != nil {
+			return [32]byte{}, err
+		}
 		c, err := readContract(tx, room, j.Contract)
 		if err != nil {
-			return err
-		}
-		if c.State != ContractApproved {
-			return fmt.Errorf("contract %s is %s: %w", c.ID, c.State, ErrState)
-		}
-		if !slices.Contains(c.Terms.Measurements, j.Measurement) {
-			return fmt.Errorf("runner measurement %.80q: %w", j.Measurement, ErrForbidden)
+			return [32]byte{}, err
 		}
 		if !slices.Equal(slices.Sorted(maps.Keys(j.Inputs)), slices.Sorted(slices.Values(c.Terms.Datasets))) {
-			return fmt.Errorf("job inputs are not the contract's datasets: %w", ErrMalformed)
+			return [32]byte{}, fmt.Errorf("job inputs are not the contract's datasets: %w", ErrMalformed)
 		}
 		for name, digest := range j.Inputs {
 			var d Dataset
 			if _, err := getJSON(tx, DatasetsMap, key(room, name), &d); err != nil {
-				return err
+				return [32]byte{}, err
 			}
 			if d.Digest != digest {
-				return fmt.Errorf("input %s digest %.80q, registered %s: %w", name, digest, d.Digest, ErrForbidden)
+				return [32]byte{}, fmt.Errorf("input %s digest %.80q, registered %s: %w", name, digest, d.Digest, ErrForbidden)
 			}
 		}
 		b, err := json.Marshal(j)
 		if err != nil {
-			return fmt.Errorf("encode job: %w", err)
+			return [32]byte{}, fmt.Errorf("encode job: %w", err)
 		}
 		d := sha256.Sum256(b)
 		out = j
 		out.ID = hex.EncodeToString(d[:])
 		if _, ok := tx.Get(JobsMap, key(room, out.ID)); ok {
-			return fmt.Errorf("job %s: %w", out.ID, ErrExists)
+			return [32]byte{}, fmt.Errorf("job %s: %w", out.ID, ErrExists)
 		}
-		return putJSON(tx, JobsMap, key(room, out.ID), out)
+		if err := putJSON(tx, JobsMap, key(room, out.ID), out); err != nil {
+			return [32]byte{}, err
+		}
+		step, detail := StepJob, map[string]any{
+			"job": out.ID, "inputs": out.Inputs, "measurement": out.Measurement, "output": out.Output,
+			"rows": out.Rows, "suppressed": out.Suppressed, "release": out.Release,
+		}
+		if out.Refused != "" {
+			step = StepJobRefusal
+			detail = map[string]any{"job": out.ID, "inputs": out.Inputs, "measurement": out.Measurement, "reason": out.Refused, "release": out.Release}
+		}
+		return appendEvent(tx, Event{Room: room, Step: step, By: "runner", Subject: j.Contract, Detail: detail})
 	})
 	if err != nil {
 		return nil, id, err
 	}
 	return &out, id, nil
+}
+
+// Job returns a job record of a room.
+func (s *Service) Job(room, id string) (*JobRecord, error) {
+	var j JobRecord
+	ok, err := getJSON(s.l.Begin(), JobsMap, key(room, id), &j)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("job %.80q: %w", id, ErrNotFound)
+	}
+	return &j, nil
 }
 
 // Contract returns a contract of a room.

@@ -3,9 +3,12 @@ package cleanroom
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+
 	"github.com/parleyhq/parley/internal/jws"
 )
 
@@ -47,6 +50,12 @@ func parseSigned(b []byte) (*signed, error) {
 		return nil, fmt.Errorf("room %.80q: want a lowercase identifier: %w", peek.Room, ErrMalformed)
 	}
 	return &signed{kid: obj.KeyID, room: peek.Room, raw: obj.Raw, obj: obj}, nil
+}
+
+// event is the event of a step sr makes.
+func (sr *signed) event(step, subject string, detail map[string]any) Event {
+	d := sha256.Sum256([]byte(sr.raw))
+	return Event{Room: sr.room, Step: step, By: sr.kid, Request: hex.EncodeToString(d[:]), Subject: subject, Detail: detail}
 }
 
 func (sr *signed) verify(pub *ecdsa.PublicKey) (*Request, error) {

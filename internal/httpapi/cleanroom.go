@@ -32,6 +32,9 @@ func (h *Handler) cleanroomRoutes(routes map[string]endpoint) {
 	// information: reading them takes an authenticated ledger user.
 	routes["GET /cleanroom/rooms/{room}/contracts/{contract}"] = endpoint{app.RoleReader, false, false, h.getCleanRoomContract}
 	routes["GET /cleanroom/rooms/{room}/datasets/{dataset}"] = endpoint{app.RoleReader, false, false, h.getCleanRoomDataset}
+	routes["GET /cleanroom/rooms/{room}/jobs/{job}"] = endpoint{app.RoleReader, false, false, h.getCleanRoomJob}
+	routes["GET /cleanroom/rooms/{room}/audit"] = endpoint{app.RoleReader, false, false, h.getCleanRoomAudit}
+	h.cleanroomRunnerRoutes(routes)
 }
 
 func (h *Handler) postCleanRoom(c *call) (any, int, error) {
@@ -45,7 +48,7 @@ func (h *Handler) postCleanRoom(c *call) (any, int, error) {
 	case cleanroom.TypeJoin:
 		fn = adapt(s.Join)
 	case cleanroom.TypeRegisterDataset:
-		fn = adapt(s.RegisterDataset)
+		fn = h.registerDataset
 	case cleanroom.TypeProposeContract:
 		fn = adapt(s.ProposeContract)
 	case cleanroom.TypeApprove:
@@ -70,6 +73,56 @@ func (h *Handler) postCleanRoom(c *call) (any, int, error) {
 		return nil, 0, err
 	}
 	return v, http.StatusOK, nil
+}
+
+// registerBody is the body of POST /cleanroom/register_dataset that hands
+// the data key to the key broker with the registration: the signed request
+// and the key, base64. The key is never logged nor kept in clear: it goes
+// to the broker's private map, encrypted in the ledger.
+type registerBody struct {
+	Request string `json:"request"`
+	DataKey []byte `json:"dataKey"`
+}
+
+// registerDataset takes either the bare signed request (no data key) or a
+// registerBody.
+func (h *Handler) registerDataset(ctx context.Context, body []byte) (any, ledger.TxID, error) {
+	if len(body) == 0 || body[0] != '{' {
+		return h.cfg.CleanRoom.RegisterDataset(ctx, body)
+	}
+	var b registerBody
+	if err := decodeJSON(body, &b); err != nil {
+		return nil, ledger.TxID{}, err
+	}
+	defer clear(b.DataKey)
+	if h.cfg.Keys == nil {
+		return nil, ledger.TxID{}, newError(http.StatusBadRequest, CodeInvalidCleanRoomRequest, "this service has no key broker to hold the data key")
+	}
+	if len(b.DataKey) == 0 {
+		return nil, ledger.TxID{}, newError(http.StatusBadRequest, CodeInvalidCleanRoomRequest, "dataKey is required")
+	}
+	return h.cfg.CleanRoom.RegisterDatasetWithKey(ctx, []byte(b.Request), b.DataKey, h.cfg.Keys)
+}
+
+func (h *Handler) getCleanRoomJob(c *call) (any, int, error) {
+	j, err := h.cfg.CleanRoom.Job(c.r.PathValue("room"), c.r.PathValue("job"))
+	if err != nil {
+		return nil, 0, cleanroomError(err)
+	}
+	return j, http.StatusOK, nil
+}
+
+// getCleanRoomAudit lists every step of a room with the transaction that
+// recorded it; each transaction's claims digest is SHA-256 of the event.
+func (h *Handler) getCleanRoomAudit(c *call) (any, int, error) {
+	list, err := h.cfg.CleanRoom.Audit(c.r.PathValue("room"), h.cfg.CleanRoomIndex)
+	if err != nil {
+		return nil, 0, cleanroomError(err)
+	}
+	return struct {
+		Room  string                 `json:"room"`
+		Steps []cleanroom.AuditEntry `json:"steps"`
+	}{c.r.PathValue("room"), list}, http.StatusOK, nil
 }
 
 func adapt[T any](fn func(context.Context, []byte) (T, ledger.TxID, error)) func(context.Context, []byte) (any, ledger.TxID, error) {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/attest"
+	"github.com/parleyhq/parley/internal/cleanroom"
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/keyrelease"
@@ -86,6 +87,9 @@ type Config struct {
 	Gov *gov.Service
 	// CleanRoom, when set, serves /cleanroom/… (cleanroom.go).
 	CleanRoom *CleanRoomService
+	// CleanRoomIndex, when set, gives the clean-room audit its
+	// transaction ids.
+	CleanRoomIndex *cleanroom.Index
 }
 
 // Handler is the REST API of one node. It is an http.Handler; the

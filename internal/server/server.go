@@ -110,6 +110,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	node.WarnNoTEE(logger, dir)
 	idx := app.NewIndex()
+	crIdx := cleanroom.NewIndex(idx)
 	var (
 		tr        *consensus.Transport
 		transport engine.Transport
@@ -134,7 +135,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		SignatureInterval:         time.Duration(cfg.SignatureInterval),
 		SignatureTxCount:          cfg.SignatureTxCount,
 		Logger:                    logger.With(slog.String("component", "engine")),
-		Observer:                  idx,
+		Observer:                  crIdx,
 		UnsafeTruncateCorruptTail: cfg.UnsafeTruncateCorruptTail,
 	})
 	if err != nil {
@@ -191,6 +192,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		MaxBatch:        cfg.MaxBatch,
 		Gov:             s.gov,
 		CleanRoom:       cleanroom.New(eng, nil),
+		CleanRoomIndex:  crIdx,
 	})
 	mux := http.NewServeMux()
 	if tr != nil {
