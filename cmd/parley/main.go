@@ -49,6 +49,8 @@ func subcommands() []*cobra.Command {
 		newGovCmd(),
 		newAttestCmd(),
 		newKeysCmd(),
+		newRoomCmd(),
+		newRunnerCmd(),
 	}
 }
 

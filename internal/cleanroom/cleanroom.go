@@ -176,6 +176,13 @@ type JobRecord struct {
 	Refused string `json:"refused,omitempty"`
 }
 
+// JobContext is the context a job's result is sealed under (see
+// runner.Job.Context): the room, the contract and the transaction id of
+// the key release the run used, so a result cannot pass for another run's.
+func JobContext(room, contract, release string) []byte {
+	return []byte("room=" + room + "\x00contract=" + contract + "\x00release=" + release)
+}
+
 // Ledger is what the service needs of the engine.
 type Ledger interface {
 	Begin() *kv.Tx

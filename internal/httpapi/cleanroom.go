@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/cleanroom"
+	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/ledger"
 )
 
@@ -119,10 +121,31 @@ func (h *Handler) getCleanRoomAudit(c *call) (any, int, error) {
 	if err != nil {
 		return nil, 0, cleanroomError(err)
 	}
-	return struct {
-		Room  string                 `json:"room"`
-		Steps []cleanroom.AuditEntry `json:"steps"`
-	}{c.r.PathValue("room"), list}, http.StatusOK, nil
+	out := CleanRoomAudit{Room: c.r.PathValue("room"), Steps: make([]CleanRoomAuditStep, len(list))}
+	for i, e := range list {
+		out.Steps[i].AuditEntry = e
+		id, err := ledger.ParseTxID(e.TransactionID)
+		if err != nil || h.eng.Status(id) != engine.StatusCommitted {
+			continue
+		}
+		if out.Steps[i].Receipt, err = h.eng.Receipt(id); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, http.StatusOK, nil
+}
+
+// CleanRoomAudit is the answer of GET /cleanroom/rooms/{room}/audit.
+type CleanRoomAudit struct {
+	Room  string               `json:"room"`
+	Steps []CleanRoomAuditStep `json:"steps"`
+}
+
+// CleanRoomAuditStep is one step with the receipt of its transaction, once
+// committed (none before).
+type CleanRoomAuditStep struct {
+	cleanroom.AuditEntry
+	Receipt *api.Receipt `json:"receipt,omitempty"`
 }
 
 func adapt[T any](fn func(context.Context, []byte) (T, ledger.TxID, error)) func(context.Context, []byte) (any, ledger.TxID, error) {
