@@ -20,22 +20,34 @@ import (
 	"github.com/parleyhq/parley/internal/ledger"
 )
 
-// memLedger commits straight into a kv.Store.
+// memLedger commits straight into a kv.Store, keeping each transaction's
+// claims digest and telling an observer, as the engine does.
 type memLedger struct {
-	mu    sync.Mutex
-	store *kv.Store
+	mu       sync.Mutex
+	store    *kv.Store
+	claims   map[uint64][32]byte
+	observer engine.Observer
 }
 
 func (m *memLedger) Begin() *kv.Tx { return m.store.Begin() }
 
-func (m *memLedger) Commit(_ context.Context, tx *kv.Tx, _ engine.CommitOptions) (ledger.TxID, error) {
+func (m *memLedger) Commit(_ context.Context, tx *kv.Tx, opts engine.CommitOptions) (ledger.TxID, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v := m.store.Version() + 1
+	ws := tx.WriteSet()
 	if err := m.store.Commit(tx, v); err != nil {
 		return ledger.TxID{}, err
 	}
-	return ledger.TxID{View: 1, Seqno: uint64(v)}, nil
+	id := ledger.TxID{View: 1, Seqno: uint64(v)}
+	if m.claims == nil {
+		m.claims = map[uint64][32]byte{}
+	}
+	m.claims[id.Seqno] = opts.Claims
+	if m.observer != nil {
+		m.observer.Applied(id, ledger.KindTx, ws)
+	}
+	return id, nil
 }
 
 var now = time.Unix(1_800_000_000, 0)
