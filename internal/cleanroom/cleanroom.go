@@ -32,6 +32,10 @@ const (
 	JobsMap      = "public:parley.cleanroom.jobs"
 	CountersMap  = "public:parley.cleanroom.counters"
 	HistoryMap   = "public:parley.cleanroom.history"
+	// ReleasesMap maps "room/token SHA-256" to the JSON ReleaseRecord of
+	// a granted data key release, so that a job is recorded only by the
+	// runner the keys went to, once.
+	ReleasesMap = "public:parley.cleanroom.releases"
 )
 
 // Errors, returned wrapped. The HTTP layer maps them to status codes.
@@ -169,8 +173,12 @@ type JobRecord struct {
 	Output      string            `json:"output"` // hex SHA-256 of the stored sealed output
 	Rows        int               `json:"rows"`
 	Suppressed  int               `json:"suppressed"`
-	// Release is the transaction id of the key release the runner used.
+	// Release is the transaction id of the key release the runner used,
+	// as the runner reports it.
 	Release string `json:"release,omitempty"`
+	// Token is the hex SHA-256 of the attestation token the runner got
+	// the keys with and records the job with.
+	Token string `json:"tokenSha256"`
 	// Refused, when set, says why the runner refused to run the query
 	// (the analysis rule broken); Output is then empty.
 	Refused string `json:"refused,omitempty"`
@@ -181,6 +189,15 @@ type JobRecord struct {
 // the key release the run used, so a result cannot pass for another run's.
 func JobContext(room, contract, release string) []byte {
 	return []byte("room=" + room + "\x00contract=" + contract + "\x00release=" + release)
+}
+
+// ReleaseRecord is what ReleasesMap keeps of a granted release.
+type ReleaseRecord struct {
+	Contract    string   `json:"contract"`
+	Measurement string   `json:"measurement"`
+	Datasets    []string `json:"datasets"`
+	// Job is the job recorded with the release's token, once there is one.
+	Job string `json:"job,omitempty"`
 }
 
 // Ledger is what the service needs of the engine.

@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/cleanroom/dataset"
 	"github.com/parleyhq/parley/internal/cleanroom/runner"
 	"github.com/parleyhq/parley/internal/engine"
+	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
 )
@@ -186,7 +187,9 @@ func TestRoomLifecycle(t *testing.T) {
 	}
 
 	out := strings.Repeat("c", 64)
-	job := JobRecord{Contract: c.ID, Inputs: map[string]string{"tx1": digest1, "tx2": digest2}, Measurement: meas, Output: out, Rows: 3}
+	tok := strings.Repeat("7", 64)
+	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: []string{"tx1", "tx2"}, TokenSHA256: tok})
+	job := JobRecord{Contract: c.ID, Inputs: map[string]string{"tx1": digest1, "tx2": digest2}, Measurement: meas, Output: out, Rows: 3, Token: tok}
 	wrong := job
 	wrong.Inputs = map[string]string{"tx1": digest1, "tx2": digest1}
 	wantErr[*JobRecord](t, ErrForbidden)(s.RecordJob(ctx, room, wrong))
@@ -207,6 +210,14 @@ func TestRoomLifecycle(t *testing.T) {
 	}
 	job.Rows = 4
 	wantErr[*JobRecord](t, ErrState)(s.RecordJob(ctx, room, job))
+}
+
+// grantRelease records a granted key release, as the key broker does.
+func grantRelease(t *testing.T, s *Service, r keyrelease.RoomRelease) {
+	t.Helper()
+	if _, err := s.run(context.Background(), func(tx *kv.Tx) ([32]byte, error) { return s.RecordRelease(tx, r) }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestRequestChecks(t *testing.T) {

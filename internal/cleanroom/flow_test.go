@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/cleanroom/blob"
 	"github.com/parleyhq/parley/internal/cleanroom/dataset"
 	"github.com/parleyhq/parley/internal/cleanroom/runner"
+	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/kv"
 )
 
@@ -139,8 +140,10 @@ func TestFlowInProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok := strings.Repeat("7", 64)
+	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: c.Terms.Datasets, TokenSHA256: tok})
 	rec := must[*JobRecord](t)(s.RecordJob(ctx, room, JobRecord{
-		Contract: c.ID, Inputs: inputs, Measurement: meas, Output: hex.EncodeToString(out.Digest[:]), Rows: res.Rows, Suppressed: res.Suppressed,
+		Contract: c.ID, Inputs: inputs, Measurement: meas, Output: hex.EncodeToString(out.Digest[:]), Rows: res.Rows, Suppressed: res.Suppressed, Token: tok,
 	}))
 
 	// The regulator fetches the result named by the job record and opens it.

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 
@@ -53,6 +55,9 @@ func (h *Handler) releaseDatasetKeys(c *call) (any, int, error) {
 		var re *keyrelease.RefusedError
 		if errors.As(err, &re) {
 			return nil, 0, newError(http.StatusForbidden, CodeKeyReleaseDenied, truncate(re.Err.Error(), 1024))
+		}
+		if errors.Is(err, keyrelease.ErrTokenBinding) {
+			return nil, 0, newError(http.StatusForbidden, CodeInvalidToken, err.Error())
 		}
 		return nil, 0, cleanroomError(err)
 	}
@@ -108,7 +113,12 @@ func (h *Handler) postCleanRoomJob(c *call) (any, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	if err := keyrelease.BoundTo(claims, c.r.PathValue("room"), body.Job.Contract); err != nil {
+		return nil, 0, newError(http.StatusForbidden, CodeInvalidToken, err.Error())
+	}
 	body.Job.Measurement = keyrelease.Measurement(claims)
+	sum := sha256.Sum256([]byte(body.Token))
+	body.Job.Token = hex.EncodeToString(sum[:])
 	j, id, err := h.cfg.CleanRoom.RecordJob(c.r.Context(), c.r.PathValue("room"), body.Job)
 	if err != nil {
 		return nil, 0, cleanroomError(err)

@@ -177,9 +177,32 @@ func (b *Broker) VerifyToken(token, nonce string) (map[string]any, error) {
 	return claims, nil
 }
 
+// ErrTokenBinding is returned by ReleaseDatasetKeys and BoundTo when the
+// token's runtime data does not name the room and contract asked for.
+var ErrTokenBinding = errors.New("the token is not bound to this room and contract")
+
+// BoundTo checks that a runner's token claims were attested for room and
+// contract: its runtime data (x-ms-runtime, bound by the evidence's report
+// data) holds "room" and "contract" with those values, so a token made
+// for one contract serves no other.
+func BoundTo(claims map[string]any, room, contract string) error {
+	return boundTo(claims, room, contract)
+}
+
+func boundTo(claims map[string]any, room, contract string) error {
+	rt, _ := claims["x-ms-runtime"].(map[string]any)
+	r, _ := rt["room"].(string)
+	c, _ := rt["contract"].(string)
+	if r != room || c != contract {
+		return fmt.Errorf("%w: runtime data names room %.80q contract %.80q", ErrTokenBinding, r, c)
+	}
+	return nil
+}
+
 // ReleaseDatasetKeys releases the data keys of every dataset a contract
 // reads to an attested runner, under the clean-room policy (see
-// RoomPolicy). The release, or the refusal with its reason, is one ledger
+// RoomPolicy). The token's runtime data must name the room and contract
+// (ErrTokenBinding otherwise). The release, or the refusal with its reason, is one ledger
 // transaction whose record gate writes; keys leave only once the release
 // is committed. An invalid token or nonce (attest.ErrInvalidToken,
 // ErrNonceMismatch), a token without a runtime key (ErrNoRuntimeKey) or an
@@ -189,6 +212,9 @@ func (b *Broker) VerifyToken(token, nonce string) (map[string]any, error) {
 func (b *Broker) ReleaseDatasetKeys(ctx context.Context, gate RoomGate, req RoomReleaseRequest) (*DatasetKeys, ledger.TxID, error) {
 	claims, err := b.VerifyToken(req.Token, req.Nonce)
 	if err != nil {
+		return nil, ledger.TxID{}, err
+	}
+	if err := boundTo(claims, req.Room, req.Contract); err != nil {
 		return nil, ledger.TxID{}, err
 	}
 	jwk, err := runtimeKey(claims, req.KeyID)

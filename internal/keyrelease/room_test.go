@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/attest"
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/kv"
+	"github.com/parleyhq/parley/internal/tee"
 )
 
 // fakeGate allows contract "ok" to the env's measurement, refuses the
@@ -101,7 +102,7 @@ func TestReleaseDatasetKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	jwk := jose.JSONWebKey{Key: &runtime.PublicKey, KeyID: "runner-enc", Use: "enc"}
-	tok := e.token(e.measurement, "n1", "", jwk)
+	tok := e.roomToken(e.measurement, "n1", "aml", "ok", jwk)
 	req := func(contract, token, nonce string) RoomReleaseRequest {
 		return RoomReleaseRequest{Room: "aml", Contract: contract, Token: token, Nonce: nonce}
 	}
@@ -119,15 +120,21 @@ func TestReleaseDatasetKeys(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.want)
 		}
 	}
-	if _, _, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("unknown", tok, "n1")); err == nil || errors.Is(err, ErrPolicyNotSatisfied) {
+	unknownTok := e.roomToken(e.measurement, "n4", "aml", "unknown", jwk)
+	if _, _, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("unknown", unknownTok, "n4")); err == nil || errors.Is(err, ErrPolicyNotSatisfied) {
 		t.Errorf("unknown contract: got %v, want a plain error", err)
+	}
+	// A token attested for contract "ok" serves no other contract.
+	if _, _, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("proposed", tok, "n1")); !errors.Is(err, ErrTokenBinding) {
+		t.Errorf("token of another contract: got %v, want ErrTokenBinding", err)
 	}
 	if n := len(e.gateRecords()); n != 0 {
 		t.Fatalf("%d records after unauthenticated or unknown requests, want 0", n)
 	}
 
 	// Refused and recorded: the contract is not approved.
-	_, id, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("proposed", tok, "n1"))
+	propTok := e.roomToken(e.measurement, "n5", "aml", "proposed", jwk)
+	_, id, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("proposed", propTok, "n5"))
 	var re *RefusedError
 	if !errors.As(err, &re) || !errors.Is(err, ErrPolicyNotSatisfied) || re.TxID != id || id.Seqno == 0 {
 		t.Fatalf("unapproved contract: got %v (tx %v), want a recorded refusal", err, id)
@@ -139,7 +146,8 @@ func TestReleaseDatasetKeys(t *testing.T) {
 
 	// Refused: another measurement.
 	other := sha256.Sum256([]byte("another binary"))
-	otherTok := e.tokenAnyMeasurement(t, other[:], "n3", jwk)
+	e.allowMeasurement(t, other[:])
+	otherTok := e.roomToken(other[:], "n3", "aml", "ok", jwk)
 	if _, _, err := e.broker.ReleaseDatasetKeys(ctx, gate, req("ok", otherTok, "n3")); !errors.As(err, &re) {
 		t.Fatalf("measurement not allowed: got %v, want a recorded refusal", err)
 	}
@@ -177,9 +185,8 @@ func TestReleaseDatasetKeys(t *testing.T) {
 	}
 }
 
-// tokenAnyMeasurement attests a measurement the env's policy does not
-// list, by widening the policy first.
-func (e *env) tokenAnyMeasurement(t *testing.T, m []byte, nonce string, pubs ...jose.JSONWebKey) string {
+// allowMeasurement adds m to the env's appraisal policy.
+func (e *env) allowMeasurement(t *testing.T, m []byte) {
 	t.Helper()
 	p, _, err := attest.ReadPolicy(e.eng.Begin())
 	if err != nil {
@@ -189,7 +196,32 @@ func (e *env) tokenAnyMeasurement(t *testing.T, m []byte, nonce string, pubs ...
 	if _, err := attest.WritePolicy(context.Background(), e.eng, p); err != nil {
 		t.Fatal(err)
 	}
-	return e.token(m, nonce, "", pubs...)
+}
+
+// roomToken attests virtual evidence of measurement binding a runner's
+// runtime data: its keys, the room and the contract.
+func (e *env) roomToken(measurement []byte, nonce, room, contract string, pubs ...jose.JSONWebKey) string {
+	e.t.Helper()
+	rt, err := json.Marshal(map[string]any{"keys": pubs, "room": room, "contract": contract})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	vk, err := tee.NewVirtualKey()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var rd [tee.ReportDataSize]byte
+	sum := sha256.Sum256(rt)
+	copy(rd[:], sum[:])
+	ev, err := tee.VirtualEvidence(vk, measurement, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tok, err := e.svc.Attest(context.Background(), attest.Request{Platform: tee.Virtual, Evidence: ev, RuntimeData: rt, Nonce: nonce})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
 }
 
 func TestMeasurement(t *testing.T) {
