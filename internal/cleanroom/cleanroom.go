@@ -225,8 +225,10 @@ func New(l Ledger, now func() time.Time) *Service {
 
 var (
 	nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-	hexID  = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	measRE = regexp.MustCompile(`^[0-9a-f]{64,128}$`)
+	// contractNameRE: contract names are labels, never SQL or paths.
+	contractNameRE = regexp.MustCompile(`^[a-z0-9_][a-z0-9_.-]{0,62}$`)
+	hexID          = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	measRE         = regexp.MustCompile(`^[0-9a-f]{64,128}$`)
 )
 
 // PartyID returns the party id of a P-384 public key.

@@ -294,8 +294,8 @@ func (s *Service) ProposeContract(ctx context.Context, body []byte) (*Contract, 
 }
 
 func (s *Service) validateTerms(tx *kv.Tx, room string, t *ContractTerms) error {
-	if !nameRE.MatchString(t.Name) {
-		return fmt.Errorf("contract name %.80q: %w", t.Name, ErrMalformed)
+	if !contractNameRE.MatchString(t.Name) {
+		return fmt.Errorf("contract name %.80q: want lowercase letters, digits, '_', '-' or '.': %w", t.Name, ErrMalformed)
 	}
 	if len(t.SQL) == 0 || len(t.SQL) > runner.MaxSQLSize {
 		return fmt.Errorf("query of %d bytes: %w", len(t.SQL), ErrMalformed)

@@ -65,8 +65,10 @@ func unsupported(format string, args ...any) error {
 
 // safeAggregates may take aggregate-only columns: each output value mixes
 // every input row of its group.
+// count(*) is count_star: it takes no column, but its FILTER may use
+// aggregate-only columns as count(column) FILTER may.
 var safeAggregates = map[string]bool{
-	"count": true, "sum": true, "avg": true, "mean": true,
+	"count": true, "count_star": true, "sum": true, "avg": true, "mean": true,
 	"stddev": true, "stddev_samp": true, "stddev_pop": true,
 	"variance": true, "var_samp": true, "var_pop": true,
 }
@@ -75,7 +77,7 @@ var safeAggregates = map[string]bool{
 // whether a query aggregates. Others (min, max, median) reveal single values
 // and do not make aggregate-only columns usable.
 var aggregates = map[string]bool{
-	"count_star": true, "min": true, "max": true, "median": true,
+	"min": true, "max": true, "median": true,
 	"approx_count_distinct": true, "bool_and": true, "bool_or": true,
 }
 

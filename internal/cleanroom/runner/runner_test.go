@@ -177,6 +177,7 @@ func TestRunAllowed(t *testing.T) {
 		{"SELECT count(*) AS n FROM bank_b WHERE flagged", "n\n4\n"},
 		{"SELECT flagged, count(*) AS n FROM bank_b GROUP BY flagged ORDER BY flagged", "flagged,n\nfalse,1\ntrue,4\n"},
 		{"SELECT sum(amount) AS s FROM bank_a", "s\n170\n"},
+		{"SELECT count(*) FILTER (WHERE amount BETWEEN 10 AND 60) AS n, sum(amount) FILTER (WHERE amount > 60) AS big FROM bank_a", "n,big\n2,100\n"},
 		{"SELECT region, sum(amount) AS s FROM bank_a GROUP BY ALL ORDER BY s DESC", "region,s\nnorth,160\n"},
 		{"SELECT CAST(sum(amount) AS DECIMAL(10,2)) AS s FROM bank_a", "s\n170\n"},
 		{"SELECT CASE WHEN flagged THEN 'y' ELSE 'n' END AS f, count(*) AS n FROM bank_b WHERE score IN (0.5, 2, 3) OR score IS NULL GROUP BY 1 ORDER BY 1 LIMIT 5", "f,n\ny,4\n"},
