@@ -28,6 +28,23 @@
 //	public:parley.cleanroom.jobs          room/job id              JSON JobRecord
 //	public:parley.cleanroom.counters      party id                 last accepted counter, decimal
 //	public:parley.cleanroom.history       SHA-256 of request       the JWS as received
+//	public:parley.cleanroom.events        room/seq (12 digits)     JSON Event, one per transaction
+//	public:parley.cleanroom.releases      room/token SHA-256       JSON ReleaseRecord of a key release
+//
+// # Events and receipts
+//
+// Every transaction of this package writes exactly one Event and commits
+// with SHA-256 of the event's JSON as its claims digest, so the
+// transaction's receipt proves the event. [Index] maps events to their
+// transactions and [Service.Audit] lists a room's steps.
+//
+// # Key release
+//
+// Data keys are held by the key broker (package keyrelease). The service is
+// the broker's keyrelease.RoomGate: [Service.AuthorizeRelease] is the
+// clean-room release policy (the contract approved by every owner, not
+// suspended, the runner's measurement allowed) and [Service.RecordRelease]
+// records each release and refusal.
 //
 // A contract's id is the hex SHA-256 of its terms as signed (JSON
 // ContractTerms), so approving the id approves exactly those terms.
