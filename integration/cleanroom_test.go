@@ -23,6 +23,8 @@ type roomCLI struct {
 	profile string
 	cwd     string
 	env     []string
+	// output is everything every command printed.
+	output bytes.Buffer
 }
 
 // run runs parley with args and returns stdout, stderr and the error.
@@ -35,6 +37,8 @@ func (c *roomCLI) run(args ...string) (string, string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	c.output.Write(stdout.Bytes())
+	c.output.Write(stderr.Bytes())
 	return stdout.String(), stderr.String(), err
 }
 
@@ -314,6 +318,9 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 	}
 	if bytes.Contains(n.logs.Bytes(), []byte(marker)) {
 		t.Error("the service's log holds the marker")
+	}
+	if bytes.Contains(c.output.Bytes(), []byte(marker)) {
+		t.Error("a command (the runner, an upload, the audit, …) printed the marker")
 	}
 	if !bytes.Contains(n.logs.Bytes(), []byte("VIRTUAL TEE")) {
 		t.Error("the service did not warn that it trusted virtual evidence")
