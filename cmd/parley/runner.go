@@ -295,12 +295,14 @@ type SealedCopy struct {
 func datasetBlob(room, name string) string  { return room + "/" + name }
 func resultBlob(room, digest string) string { return room + "/results/" + digest }
 
-// attest makes the runtime key, collects evidence binding it and gets a
-// token.
+// attest makes the runtime key (once), collects evidence binding it and
+// gets a token with a new nonce.
 func (r *runnerRun) attest(ctx context.Context) error {
 	var err error
-	if r.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		return fmt.Errorf("runtime key: %w", err)
+	if r.key == nil {
+		if r.key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return fmt.Errorf("runtime key: %w", err)
+		}
 	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
@@ -395,10 +397,15 @@ func (r *runnerRun) open(ctx context.Context, d *cleanroom.Dataset, wk keyreleas
 	return runner.Table{Name: d.Name, Schema: d.Schema, CSV: plain, Rules: d.Rules}, nil
 }
 
-// record posts the job record with the runner's token.
+// record posts the job record with a fresh token attesting the same
+// runtime key the data keys were released to, so that a run may outlast
+// the first token.
 func (r *runnerRun) record(ctx context.Context, rec cleanroom.JobRecord) (*jobResult, error) {
+	if err := r.attest(ctx); err != nil {
+		return nil, err
+	}
 	var out jobResult
-	body := map[string]any{"token": r.token, "nonce": r.nonce, "job": rec}
+	body := map[string]any{"token": r.token, "nonce": r.nonce, "kid": runnerKid, "job": rec}
 	if err := r.c.Call(ctx, "POST", "/cleanroom/rooms/"+url.PathEscape(r.o.room)+"/jobs", body, &out); err != nil {
 		return nil, fmt.Errorf("record the job: %w", err)
 	}

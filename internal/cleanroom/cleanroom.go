@@ -32,9 +32,9 @@ const (
 	JobsMap      = "public:parley.cleanroom.jobs"
 	CountersMap  = "public:parley.cleanroom.counters"
 	HistoryMap   = "public:parley.cleanroom.history"
-	// ReleasesMap maps "room/token SHA-256" to the JSON ReleaseRecord of
-	// a granted data key release, so that a job is recorded only by the
-	// runner the keys went to, once.
+	// ReleasesMap maps "room/runtime key thumbprint" to the JSON
+	// ReleaseRecord of a granted data key release, so that a job is
+	// recorded only by the runner the keys went to, once.
 	ReleasesMap = "public:parley.cleanroom.releases"
 )
 
@@ -176,9 +176,10 @@ type JobRecord struct {
 	// Release is the transaction id of the key release the runner used,
 	// as the runner reports it.
 	Release string `json:"release,omitempty"`
-	// Token is the hex SHA-256 of the attestation token the runner got
-	// the keys with and records the job with.
-	Token string `json:"tokenSha256"`
+	// RuntimeKey is the hex RFC 7638 thumbprint of the attested runtime
+	// key the data keys were wrapped to; the runner records the job with
+	// a token attesting the same key.
+	RuntimeKey string `json:"runtimeKey"`
 	// Refused, when set, says why the runner refused to run the query
 	// (the analysis rule broken); Output is then empty.
 	Refused string `json:"refused,omitempty"`
@@ -196,7 +197,7 @@ type ReleaseRecord struct {
 	Contract    string   `json:"contract"`
 	Measurement string   `json:"measurement"`
 	Datasets    []string `json:"datasets"`
-	// Job is the job recorded with the release's token, once there is one.
+	// Job is the job recorded by the release's runner, once there is one.
 	Job string `json:"job,omitempty"`
 }
 

@@ -188,8 +188,8 @@ func TestRoomLifecycle(t *testing.T) {
 
 	out := strings.Repeat("c", 64)
 	tok := strings.Repeat("7", 64)
-	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: []string{"tx1", "tx2"}, TokenSHA256: tok})
-	job := JobRecord{Contract: c.ID, Inputs: map[string]string{"tx1": digest1, "tx2": digest2}, Measurement: meas, Output: out, Rows: 3, Token: tok}
+	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: []string{"tx1", "tx2"}, RuntimeKey: tok})
+	job := JobRecord{Contract: c.ID, Inputs: map[string]string{"tx1": digest1, "tx2": digest2}, Measurement: meas, Output: out, Rows: 3, RuntimeKey: tok}
 	wrong := job
 	wrong.Inputs = map[string]string{"tx1": digest1, "tx2": digest1}
 	wantErr[*JobRecord](t, ErrForbidden)(s.RecordJob(ctx, room, wrong))

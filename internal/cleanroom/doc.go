@@ -29,7 +29,7 @@
 //	public:parley.cleanroom.counters      party id                 last accepted counter, decimal
 //	public:parley.cleanroom.history       SHA-256 of request       the JWS as received
 //	public:parley.cleanroom.events        room/seq (12 digits)     JSON Event, one per transaction
-//	public:parley.cleanroom.releases      room/token SHA-256       JSON ReleaseRecord of a key release
+//	public:parley.cleanroom.releases      room/runtime key         JSON ReleaseRecord of a key release
 //
 // # Events and receipts
 //

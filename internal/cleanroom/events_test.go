@@ -102,17 +102,17 @@ func TestEventsReceiptsAndRelease(t *testing.T) {
 		t.Fatalf("release after approval: %v, %v", names, err)
 	}
 	tok1, tok2, tok3 := strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)
-	record(keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: names, TokenSHA256: tok1})
+	record(keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: names, RuntimeKey: tok1})
 	inputs := map[string]string{"tx1": strings.Repeat("a", 64), "tx2": strings.Repeat("a", 64)}
 	job := func(token, refused, output string) JobRecord {
-		return JobRecord{Contract: c.ID, Inputs: inputs, Measurement: meas, Refused: refused, Output: output, Token: token}
+		return JobRecord{Contract: c.ID, Inputs: inputs, Measurement: meas, Refused: refused, Output: output, RuntimeKey: token}
 	}
 	wantErr[*JobRecord](t, ErrMalformed)(s.RecordJob(ctx, room, job(tok1, "x", strings.Repeat("c", 64))))
 	// Only the token the keys went to records a job, and only once.
 	wantErr[*JobRecord](t, ErrForbidden)(s.RecordJob(ctx, room, job(tok3, "", strings.Repeat("c", 64))))
 	must[*JobRecord](t)(s.RecordJob(ctx, room, job(tok1, "rule join-only on tx1.account: …", "")))
 	wantErr[*JobRecord](t, ErrExists)(s.RecordJob(ctx, room, job(tok1, "", strings.Repeat("c", 64))))
-	record(keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: names, TokenSHA256: tok2})
+	record(keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: names, RuntimeKey: tok2})
 	must[*JobRecord](t)(s.RecordJob(ctx, room, job(tok2, "", strings.Repeat("c", 64))))
 	must[*Contract](t)(s.Suspend(ctx, reg.sign(t, TypeSuspend, room, ref)))
 	if _, err := authorize(c.ID, meas); !errors.Is(err, keyrelease.ErrPolicyNotSatisfied) || !strings.Contains(err.Error(), "Suspended") {

@@ -141,9 +141,9 @@ func TestFlowInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := strings.Repeat("7", 64)
-	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: c.Terms.Datasets, TokenSHA256: tok})
+	grantRelease(t, s, keyrelease.RoomRelease{Room: room, Contract: c.ID, Measurement: meas, Datasets: c.Terms.Datasets, RuntimeKey: tok})
 	rec := must[*JobRecord](t)(s.RecordJob(ctx, room, JobRecord{
-		Contract: c.ID, Inputs: inputs, Measurement: meas, Output: hex.EncodeToString(out.Digest[:]), Rows: res.Rows, Suppressed: res.Suppressed, Token: tok,
+		Contract: c.ID, Inputs: inputs, Measurement: meas, Output: hex.EncodeToString(out.Digest[:]), Rows: res.Rows, Suppressed: res.Suppressed, RuntimeKey: tok,
 	}))
 
 	// The regulator fetches the result named by the job record and opens it.

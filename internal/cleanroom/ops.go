@@ -549,12 +549,12 @@ func (s *Service) RecordRelease(tx *kv.Tx, r keyrelease.RoomRelease) ([32]byte, 
 		detail["reason"] = r.Refused
 	} else {
 		detail["datasets"] = r.Datasets
-		if !hexID.MatchString(r.TokenSHA256) {
-			return [32]byte{}, fmt.Errorf("release token digest %.80q: %w", r.TokenSHA256, ErrMalformed)
+		if !hexID.MatchString(r.RuntimeKey) {
+			return [32]byte{}, fmt.Errorf("release runtime key %.80q: %w", r.RuntimeKey, ErrMalformed)
 		}
-		k := key(r.Room, r.TokenSHA256)
+		k := key(r.Room, r.RuntimeKey)
 		if _, ok := tx.Get(ReleasesMap, k); ok {
-			return [32]byte{}, fmt.Errorf("a release to token %s: %w", r.TokenSHA256, ErrExists)
+			return [32]byte{}, fmt.Errorf("a release to runtime key %s: %w", r.RuntimeKey, ErrExists)
 		}
 		if err := putJSON(tx, ReleasesMap, k, ReleaseRecord{Contract: r.Contract, Measurement: r.Measurement, Datasets: r.Datasets}); err != nil {
 			return [32]byte{}, err
@@ -565,18 +565,18 @@ func (s *Service) RecordRelease(tx *kv.Tx, r keyrelease.RoomRelease) ([32]byte, 
 
 // RecordJob records a run of an approved contract, or the runner's refusal
 // to run it (j.Refused set, no output). The caller has verified the
-// runner's attestation token, which gives j.Measurement, and set j.Token
-// to its SHA-256; RecordJob checks that the keys were released to that
-// token for this contract and measurement and no job was recorded with it
-// yet, that the contract is still approved, and that the inputs are
+// runner's attestation token, which gives j.Measurement and
+// j.RuntimeKey; RecordJob checks that the keys were released to that
+// runtime key for this contract and measurement and no job was recorded
+// with it yet, that the contract is still approved, and that the inputs are
 // exactly the contract's datasets at their registered digests. The job id
 // is the hex SHA-256 of the record's JSON without the id.
 func (s *Service) RecordJob(ctx context.Context, room string, j JobRecord) (*JobRecord, ledger.TxID, error) {
 	if j.Refused == "" && !hexID.MatchString(j.Output) || j.Refused != "" && (j.Output != "" || len(j.Refused) > 1024) || j.Rows < 0 || j.Suppressed < 0 {
 		return nil, ledger.TxID{}, fmt.Errorf("job output %.80q refused %.80q: %w", j.Output, j.Refused, ErrMalformed)
 	}
-	if !nameRE.MatchString(room) || len(j.Release) > 64 || !hexID.MatchString(j.Token) {
-		return nil, ledger.TxID{}, fmt.Errorf("room %.80q release %.80q token digest %.80q: %w", room, j.Release, j.Token, ErrMalformed)
+	if !nameRE.MatchString(room) || len(j.Release) > 64 || !hexID.MatchString(j.RuntimeKey) {
+		return nil, ledger.TxID{}, fmt.Errorf("room %.80q release %.80q runtime key %.80q: %w", room, j.Release, j.RuntimeKey, ErrMalformed)
 	}
 	j.ID = ""
 	var out JobRecord
@@ -585,15 +585,15 @@ func (s *Service) RecordJob(ctx context.Context, room string, j JobRecord) (*Job
 			return [32]byte{}, err
 		}
 		var rel ReleaseRecord
-		ok, err := getJSON(tx, ReleasesMap, key(room, j.Token), &rel)
+		ok, err := getJSON(tx, ReleasesMap, key(room, j.RuntimeKey), &rel)
 		if err != nil {
 			return [32]byte{}, err
 		}
 		if !ok || rel.Contract != j.Contract || rel.Measurement != j.Measurement {
-			return [32]byte{}, fmt.Errorf("no key release of contract %s to this runner's token: %w", j.Contract, ErrForbidden)
+			return [32]byte{}, fmt.Errorf("no key release of contract %s to this runner's runtime key: %w", j.Contract, ErrForbidden)
 		}
 		if rel.Job != "" {
-			return [32]byte{}, fmt.Errorf("job %s was already recorded with this token: %w", rel.Job, ErrExists)
+			return [32]byte{}, fmt.Errorf("job %s was already recorded by this runner: %w", rel.Job, ErrExists)
 		}
 		c, err := readContract(tx, room, j.Contract)
 		if err != nil {
@@ -625,7 +625,7 @@ func (s *Service) RecordJob(ctx context.Context, room string, j JobRecord) (*Job
 			return [32]byte{}, err
 		}
 		rel.Job = out.ID
-		if err := putJSON(tx, ReleasesMap, key(room, j.Token), rel); err != nil {
+		if err := putJSON(tx, ReleasesMap, key(room, j.RuntimeKey), rel); err != nil {
 			return [32]byte{}, err
 		}
 		step, detail := StepJob, map[string]any{

@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/http"
 
@@ -99,7 +97,9 @@ type jobBody struct {
 }
 
 // postCleanRoomJob records a job run by an attested runner: the
-// measurement recorded is the token's, never the body's.
+// measurement and runtime key recorded are the token's, never the body's;
+// the token may be a fresh one attesting the runtime key the data keys
+// were released to, so a run may outlast its first token.
 func (h *Handler) postCleanRoomJob(c *call) (any, int, error) {
 	b, err := readBody(c)
 	if err != nil {
@@ -117,8 +117,9 @@ func (h *Handler) postCleanRoomJob(c *call) (any, int, error) {
 		return nil, 0, newError(http.StatusForbidden, CodeInvalidToken, err.Error())
 	}
 	body.Job.Measurement = keyrelease.Measurement(claims)
-	sum := sha256.Sum256([]byte(body.Token))
-	body.Job.Token = hex.EncodeToString(sum[:])
+	if body.Job.RuntimeKey, err = keyrelease.RuntimeKeyThumbprint(claims, body.Kid); err != nil {
+		return nil, 0, err
+	}
 	j, id, err := h.cfg.CleanRoom.RecordJob(c.r.Context(), c.r.PathValue("room"), body.Job)
 	if err != nil {
 		return nil, 0, cleanroomError(err)

@@ -130,8 +130,13 @@ func TestCleanRoomKeyReleaseOverHTTP(t *testing.T) {
 		return b
 	}
 	do("anonymous", "POST", "/cleanroom/rooms/aml/jobs", job("garbage", "n1"), http.StatusForbidden)
-	do("anonymous", "POST", "/cleanroom/rooms/aml/jobs", job(token(contract.ID, "n4"), "n4"), http.StatusForbidden) // no release to that token
-	r = do("anonymous", "POST", "/cleanroom/rooms/aml/jobs", job(tok, "n1"), http.StatusOK)
+	// A fresh token for the same runtime key records the job; one for
+	// another key does not: no keys were released to it.
+	other := runtime
+	runtime, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	do("anonymous", "POST", "/cleanroom/rooms/aml/jobs", job(token(contract.ID, "n4"), "n4"), http.StatusForbidden)
+	runtime = other
+	r = do("anonymous", "POST", "/cleanroom/rooms/aml/jobs", job(token(contract.ID, "n5"), "n5"), http.StatusOK)
 	var rec cleanroom.JobRecord
 	r.decode(t, &rec)
 	if rec.Measurement != meas || rec.ID == "" {

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-jose/go-jose/v4"
+
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
@@ -163,6 +165,25 @@ func Measurement(claims map[string]any) string {
 	return ""
 }
 
+// RuntimeKeyThumbprint returns the hex RFC 7638 SHA-256 thumbprint of the
+// runtime key in claims (the one with kid, when kid is set), the key a
+// release wraps to. Errors wrap ErrNoRuntimeKey.
+func RuntimeKeyThumbprint(claims map[string]any, kid string) (string, error) {
+	jwk, err := runtimeKey(claims, kid)
+	if err != nil {
+		return "", err
+	}
+	return thumbprint(jwk)
+}
+
+func thumbprint(jwk *jose.JSONWebKey) (string, error) {
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("runtime key thumbprint: %w", err)
+	}
+	return hex.EncodeToString(tp), nil
+}
+
 // VerifyToken checks an attestation token and its nonce and returns its
 // claims. Errors wrap attest.ErrInvalidToken or ErrNonceMismatch.
 func (b *Broker) VerifyToken(token, nonce string) (map[string]any, error) {
@@ -221,15 +242,15 @@ func (b *Broker) ReleaseDatasetKeys(ctx context.Context, gate RoomGate, req Room
 	if err != nil {
 		return nil, ledger.TxID{}, err
 	}
-	tp, err := jwk.Thumbprint(crypto.SHA256)
+	tp, err := thumbprint(jwk)
 	if err != nil {
-		return nil, ledger.TxID{}, fmt.Errorf("runtime key thumbprint: %w", err)
+		return nil, ledger.TxID{}, err
 	}
 	tokSum := sha256.Sum256([]byte(req.Token))
 	typ, _ := claims["x-ms-attestation-type"].(string)
 	rec := RoomRelease{
 		Room: req.Room, Contract: req.Contract, Measurement: truncate(Measurement(claims), 256), AttestationType: truncate(typ, 64),
-		RuntimeKey: hex.EncodeToString(tp), TokenSHA256: hex.EncodeToString(tokSum[:]),
+		RuntimeKey: tp, TokenSHA256: hex.EncodeToString(tokSum[:]),
 	}
 	var out *DatasetKeys
 	var refusal error
