@@ -233,11 +233,16 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 		}
 	}
 
-	// A query that breaks join-only on account: approved by everyone, and
-	// still refused by the runner with the rule named.
-	bad := c.mustJSON(as(b2, "contract", "propose", room, "--name", "list_accounts",
+	// A query that breaks join-only on account: the CLI will not propose
+	// it; proposed anyway and approved by everyone, the runner still
+	// refuses it with the rule named.
+	badArgs := as(b2, "contract", "propose", room, "--name", "list_accounts",
 		"--sql", "SELECT a.account, count(*) AS n FROM bank1 a JOIN bank2 b ON a.account = b.account GROUP BY a.account",
-		"--dataset", "bank1", "--dataset", "bank2", "--recipient", b2.id+"="+b2.prefix+".hpke.pub.pem", "--measurement", allowed)...)
+		"--dataset", "bank1", "--dataset", "bank2", "--recipient", b2.id+"="+b2.prefix+".hpke.pub.pem", "--measurement", allowed)
+	if msg := c.fails(badArgs...); !strings.Contains(msg, "rule join-only on bank1.account") {
+		t.Errorf("proposing a query that breaks join-only: %s", msg)
+	}
+	bad := c.mustJSON(append(badArgs, "--unchecked")...)
 	badID, _ := bad["id"].(string)
 	c.must(as(b1, "approve", room, badID)...)
 	c.must(as(b2, "approve", room, badID)...)

@@ -548,6 +548,7 @@ func newRoomContractCmd(f *roomFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "contract", Short: "Propose and inspect contracts", Args: cobra.NoArgs}
 	var name, sqlText, sqlFile string
 	var datasets, recipients, measurements []string
+	var unchecked bool
 	propose := &cobra.Command{
 		Use:   "propose ROOM --name N (--sql Q | --sql-file F) --dataset D… --recipient PARTY=HPKEPUB… --measurement HEX…",
 		Short: "Propose a contract",
@@ -555,7 +556,12 @@ func newRoomContractCmd(f *roomFlags) *cobra.Command {
 (--recipient PARTY_ID=FILE, FILE the recipient's PREFIX.hpke.pub.pem, an
 X25519 or P-256 public key), and which runner measurements may run it. The
 contract id (printed) is the SHA-256 of the terms as signed; every owner of a
-dataset it reads must approve it before any runner gets a key.`,
+dataset it reads must approve it before any runner gets a key.
+
+Before proposing, the query is checked here against the datasets' schemas
+and analysis rules (the runner's own check, on no data); a query that breaks
+a rule is not proposed, unless --unchecked. The runner checks it again when
+it runs.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if sqlFile != "" {
@@ -583,6 +589,11 @@ dataset it reads must approve it before any runner gets a key.`,
 			}
 			ctx, cancel := f.conn.context(cmd)
 			defer cancel()
+			if !unchecked {
+				if err := checkQuery(ctx, rc.c, args[0], t); err != nil {
+					return err
+				}
+			}
 			out, txid, err := rc.signed(ctx, cleanroom.TypeProposeContract, args[0], t)
 			if err != nil {
 				return err
@@ -597,6 +608,7 @@ dataset it reads must approve it before any runner gets a key.`,
 	fl.StringArrayVar(&datasets, "dataset", nil, "a dataset the query reads (repeat)")
 	fl.StringArrayVar(&recipients, "recipient", nil, "PARTY_ID=HPKE_PUBLIC_KEY_FILE of a result recipient (repeat)")
 	fl.StringArrayVar(&measurements, "measurement", nil, "an allowed runner measurement, hex (repeat)")
+	fl.BoolVar(&unchecked, "unchecked", false, "propose without checking the query against the datasets' rules")
 	show := &cobra.Command{
 		Use:   "show ROOM ID",
 		Short: "Show a contract, its state and approvals",
@@ -607,6 +619,36 @@ dataset it reads must approve it before any runner gets a key.`,
 	}
 	cmd.AddCommand(propose, show)
 	return cmd
+}
+
+// checkQuery runs the runner's rule check of t's query over the datasets'
+// registered schemas and rules, with no rows.
+func checkQuery(ctx context.Context, c *client.Client, room string, t cleanroom.ContractTerms) error {
+	var tables []runner.Table
+	for _, name := range t.Datasets {
+		var d cleanroom.Dataset
+		if err := c.Call(ctx, "GET", roomPath(room, "datasets", name), nil, &d); err != nil {
+			return err
+		}
+		head := make([]string, len(d.Schema.Columns))
+		for i, col := range d.Schema.Columns {
+			head[i] = col.Name
+		}
+		tables = append(tables, runner.Table{Name: d.Name, Schema: d.Schema, CSV: []byte(strings.Join(head, ",") + "\n"), Rules: d.Rules})
+	}
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	_, err = runner.Run(ctx, runner.Job{Tables: tables, SQL: t.SQL, Recipients: []runner.Recipient{{ID: "check", Key: k.PublicKey()}}})
+	var re *runner.RuleError
+	if errors.As(err, &re) {
+		return &exitError{code: 1, err: fmt.Errorf("the query breaks %w; not proposed (--unchecked proposes it anyway; the runner will refuse it)", re)}
+	}
+	if err != nil {
+		return &exitError{code: 1, err: fmt.Errorf("check the query: %w", err)}
+	}
+	return nil
 }
 
 // readRecipient reads a recipient's HPKE public key (PKIX PEM, X25519 or
