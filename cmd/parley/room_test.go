@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	_ "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/parleyhq/parley/client"
 	"github.com/parleyhq/parley/internal/httpapi"
@@ -83,6 +86,26 @@ func TestRoomCLIAndAudit(t *testing.T) {
 	if out := room("rules", "r", "ta"); !strings.Contains(out, `"aggregate_only"`) {
 		t.Errorf("rules: %s", out)
 	}
+	// Parquet is converted on this machine and encrypted the same way.
+	pq := filepath.Join(dir, "b.parquet")
+	db, err := sql.Open("duckdb", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`COPY (SELECT * FROM (VALUES ('x', 3), ('z', 4)) AS t(account, amount)) TO '` + pq + `' (FORMAT parquet)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	var pd struct {
+		Owner  string
+		Schema struct{ Columns []struct{ Name, Type string } }
+	}
+	if err := json.Unmarshal([]byte(room("dataset", "upload", "r", "tb", pq, "--blob-dir", blobs, "--party-key", key("b"))), &pd); err != nil {
+		t.Fatal(err)
+	}
+	if pd.Owner != ids["b"] || len(pd.Schema.Columns) != 2 || pd.Schema.Columns[1].Type != "BIGINT" {
+		t.Errorf("parquet dataset %+v", pd)
+	}
 	var c struct{ ID, State string }
 	if err := json.Unmarshal([]byte(room("contract", "propose", "r", "--name", "sum", "--sql", "SELECT sum(amount) AS s FROM ta",
 		"--dataset", "ta", "--recipient", ids["b"]+"="+filepath.Join(dir, "b.hpke.pub.pem"), "--measurement", strings.Repeat("ab", 32),
@@ -96,7 +119,7 @@ func TestRoomCLIAndAudit(t *testing.T) {
 		t.Fatalf("after approval: %+v, %v", c, err)
 	}
 	out := room("audit", "r")
-	if !strings.Contains(out, "6 steps, 6 receipts verified, 0 failed") {
+	if !strings.Contains(out, "7 steps, 7 receipts verified, 0 failed") {
 		t.Fatalf("audit:\n%s", out)
 	}
 
