@@ -32,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/internal/cleanroom/runner"
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/keyrelease"
+	"github.com/parleyhq/parley/internal/receipt"
 	"github.com/parleyhq/parley/internal/server"
 	"github.com/parleyhq/parley/internal/tee"
 )
@@ -200,6 +201,11 @@ func (r *runnerRun) run(ctx context.Context) (*jobResult, error) {
 	path := "/cleanroom/rooms/" + url.PathEscape(r.o.room) + "/contracts/" + url.PathEscape(r.o.contract) + "/keys"
 	if err := r.c.Call(ctx, "POST", path, map[string]string{"token": r.token, "nonce": r.nonce, "kid": runnerKid}, &rel); err != nil {
 		return nil, &exitError{code: 1, err: fmt.Errorf("data key release: %w", err)}
+	}
+	// The release is on the ledger: check its receipt against the pinned
+	// service certificate before using the keys.
+	if err := receipt.Verify(rel.Receipt, r.c.ServiceCertificate()); err != nil {
+		return nil, fmt.Errorf("the release's receipt does not verify: %w", err)
 	}
 	r.log.Info("data keys released", slog.String("transaction", rel.TransactionID), slog.Int("datasets", len(rel.Keys)))
 	if rel.DatasetKeys == nil || len(rel.Keys) != len(rel.Datasets) {

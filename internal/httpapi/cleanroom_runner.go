@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/parleyhq/parley/api"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/cleanroom"
 	"github.com/parleyhq/parley/internal/keyrelease"
@@ -87,7 +88,8 @@ type ReleasedDatasetKeys struct {
 	Terms         cleanroom.ContractTerms `json:"terms"`
 	Datasets      []*cleanroom.Dataset    `json:"datasets"`
 	TransactionID string                  `json:"transactionId"`
-	Receipt       any                     `json:"receipt"`
+	// Receipt is the release transaction's receipt.
+	Receipt *api.Receipt `json:"receipt"`
 }
 
 // jobBody is what a runner posts to record a job.
