@@ -195,9 +195,10 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 	if len(cid) != 64 {
 		t.Fatalf("contract id %q", cid)
 	}
-	runner := func(measurement, contract string) []string {
-		return []string{"room", "run", room, contract, "--platform", "virtual", "--measurement", measurement, "--blob-dir", blobDir, "--work-dir", workDir}
+	runnerIn := func(blobs, measurement, contract string) []string {
+		return []string{"room", "run", room, contract, "--platform", "virtual", "--measurement", measurement, "--blob-dir", blobs, "--work-dir", workDir}
 	}
+	runner := func(measurement, contract string) []string { return runnerIn(blobDir, measurement, contract) }
 
 	// Two of three owners approved: no key for anyone.
 	c.must(as(b1, "approve", room, cid)...)
@@ -231,6 +232,20 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 		if msg := c.fails(as(p, "result", "fetch", room, jobID, "--hpke-key", p.prefix+".hpke.pem", "--blob-dir", blobDir)...); !strings.Contains(msg, "not a recipient") {
 			t.Errorf("result fetch with %s's key: %s", p.name, msg)
 		}
+	}
+
+	// A blob store that serves altered bytes is caught: the runner checks
+	// each ciphertext against the ledger's digest (after the release, which
+	// is recorded), and a recipient checks the result against the job's.
+	tampered := filepath.Join(root, "tampered-blobs")
+	copyTree(t, blobDir, tampered)
+	flipLastByte(t, filepath.Join(tampered, room, "bank2"))
+	if msg := c.fails(runnerIn(tampered, allowed, cid)...); !strings.Contains(msg, "dataset bank2: stored ciphertext has SHA-256") {
+		t.Errorf("run over an altered ciphertext: %s", msg)
+	}
+	flipLastByte(t, filepath.Join(tampered, room, "results", job["output"].(string)))
+	if msg := c.fails(as(reg, "result", "fetch", room, jobID, "--hpke-key", reg.prefix+".hpke.pem", "--blob-dir", tampered)...); !strings.Contains(msg, "the job record says") {
+		t.Errorf("fetch of an altered result: %s", msg)
 	}
 
 	// A query that breaks join-only on account: the CLI will not propose
@@ -287,6 +302,7 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 		"create_room", "invite", "join", "invite", "join", "invite", "join",
 		"register_dataset", "register_dataset", "register_dataset",
 		"propose_contract", "approve", "approve", "key_refusal", "approve", "key_refusal", "key_release", "job",
+		"key_release",
 		"propose_contract", "approve", "approve", "key_release", "job_refusal",
 		"suspend", "key_refusal",
 	}
@@ -297,7 +313,7 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 		if r := fmt.Sprint(steps[13].Event.Detail["reason"]); !strings.Contains(r, "not approved by") {
 			t.Errorf("first refusal's reason %q", r)
 		}
-		if r := fmt.Sprint(steps[22].Event.Detail["reason"]); !strings.Contains(r, "join-only") {
+		if r := fmt.Sprint(steps[23].Event.Detail["reason"]); !strings.Contains(r, "join-only") {
 			t.Errorf("job refusal's reason %q", r)
 		}
 		if steps[17].Event.Detail["job"] != jobID {
@@ -315,7 +331,7 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 	if err := n.stop(); err != nil {
 		t.Fatalf("stop the service: %v", err)
 	}
-	if found := scanFor(t, []byte(marker), svcDir, blobDir, workDir, tmpDir); len(found) > 0 {
+	if found := scanFor(t, []byte(marker), svcDir, blobDir, tampered, workDir, tmpDir); len(found) > 0 {
 		t.Errorf("plaintext marker found in %v", found)
 	}
 	if found := scanFor(t, []byte(marker), owners); len(found) != 3 {
@@ -336,6 +352,43 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 	startDev(t, svcDir)
 	if again := c.must("room", "audit", room); !strings.Contains(again, fmt.Sprintf("%d steps, %d receipts verified, 0 failed", len(want), len(want))) {
 		t.Errorf("audit after a restart:\n%s", again)
+	}
+}
+
+// copyTree copies the regular files under src to dst.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o700)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flipLastByte(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-1] ^= 1
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
