@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/internal/cleanroom/runner"
 )
@@ -245,5 +246,37 @@ func TestRuleBreakingQueriesRefused(t *testing.T) {
 		if re.Rule != tc.rule || re.Column != tc.column {
 			t.Errorf("Run(%q) broke %s on %q (%v), want %s on %q", tc.sql, re.Rule, re.Column, err, tc.rule, tc.column)
 		}
+	}
+}
+
+// TestLarge times generation and the contract in process at
+// HEALTHGEN_ROWS admissions per hospital (default a million). It runs only
+// when asked:
+//
+//	HEALTHGEN_LARGE=1 go test -run TestLarge -v -timeout 30m ./examples/health/healthgen
+func TestLarge(t *testing.T) {
+	if os.Getenv("HEALTHGEN_LARGE") == "" {
+		t.Skip("set HEALTHGEN_LARGE=1 to run")
+	}
+	rows := 1_000_000
+	if s := os.Getenv("HEALTHGEN_ROWS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("HEALTHGEN_ROWS: %v", err)
+		}
+		rows = n
+	}
+	start := time.Now()
+	m := generate(t, Config{Seed: 1, RowsPerHospital: rows})
+	gen := time.Since(start)
+	t.Logf("generated %v admissions in %v: %.0f rows/s", m.Rows, gen, float64(m.Rows[0]+m.Rows[1]+m.Rows[2])/gen.Seconds())
+	start = time.Now()
+	got, res, err := run(t, m, CohortSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("contract: %v (load, check, run, suppress, seal); %d rows, %d suppressed", time.Since(start), res.Rows, res.Suppressed)
+	if got != m.Expected {
+		t.Errorf("contract result\n%s\nwant\n%s", got, m.Expected)
 	}
 }
