@@ -2,13 +2,17 @@ package integration
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/examples/aml/amlgen"
 )
+
+var amlRows = flag.Int("aml-rows", 5000, "TestCleanRoomAML: rows per bank")
 
 // TestCleanRoomAML runs the anti-money-laundering example with real
 // processes: three banks upload the generator's transactions (encrypted on
@@ -30,7 +34,7 @@ func TestCleanRoomAML(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m, err := amlgen.Generate(amlgen.Config{Seed: 7, RowsPerBank: 5000}, owners)
+	m, err := amlgen.Generate(amlgen.Config{Seed: 7, RowsPerBank: *amlRows}, owners)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +85,9 @@ func TestCleanRoomAML(t *testing.T) {
 		for _, b := range amlgen.Banks {
 			c.must(as(parties[b], "approve", room, id)...)
 		}
+		start := time.Now()
 		job := c.mustJSON("room", "run", room, id, "--platform", "virtual", "--measurement", measurement, "--blob-dir", blobDir, "--work-dir", workDir)
+		t.Logf("%s over %v rows: parley room run took %v", ct.Name, m.Rows, time.Since(start).Round(time.Millisecond))
 		jobID, _ := job["id"].(string)
 		got := c.must(as(reg, "result", "fetch", room, jobID, "--hpke-key", reg.prefix+".hpke.pem", "--blob-dir", blobDir)...)
 		want, err := m.Expected(ct.Name)
