@@ -131,10 +131,16 @@ func runRunner(cmd *cobra.Command, o *runnerOptions) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "WARNING:", tee.VirtualWarning)
 		logger.Warn(tee.VirtualWarning, slog.String("component", "runner"))
 	}
-	blobDir, err := filepath.Abs(o.blobDir)
-	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--blob-dir: %w", err)}
+	// Paths are resolved before the runner enters its working directory.
+	for _, p := range []*string{&o.blobDir, &o.virtualKey, &o.vcek} {
+		if *p == "" {
+			continue
+		}
+		if *p, err = filepath.Abs(*p); err != nil {
+			return &exitError{code: 2, err: err}
+		}
 	}
+	blobDir := o.blobDir
 	store, err := blob.OpenDir(blobDir)
 	if err != nil {
 		return &exitError{code: 2, err: err}
