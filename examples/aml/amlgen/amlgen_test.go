@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,6 +46,27 @@ func TestDeterministic(t *testing.T) {
 	}
 	if fmt.Sprint(a.Structuring, a.RoundTrips) != fmt.Sprint(b.Structuring, b.RoundTrips) {
 		t.Error("planted patterns differ between two runs with the same seed")
+	}
+}
+
+func TestConfigRefused(t *testing.T) {
+	for _, cfg := range []Config{
+		{RowsPerBank: 10},
+		{RowsPerBank: MaxRowsPerBank + 1},
+		{Weeks: 2},
+		{Structurers: MaxPatterns + 1},
+		{RowsPerBank: 1000}, // too few customers for the default patterns
+	} {
+		dir := t.TempDir()
+		if m, err := Generate(cfg, dir); err == nil {
+			t.Errorf("Generate(%+v) = %d rows, want an error", cfg, m.Rows)
+		}
+		if left, _ := os.ReadDir(dir); len(left) > 0 {
+			t.Errorf("Generate(%+v) failed but left %d files", cfg, len(left))
+		}
+	}
+	if _, err := Generate(Config{}, filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("Generate into a missing directory succeeded")
 	}
 }
 

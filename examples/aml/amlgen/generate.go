@@ -31,6 +31,7 @@ const avgMemberships = 1.55
 
 // Generate writes the three banks' CSV files into dir (bank1.csv, bank2.csv,
 // bank3.csv, created or truncated) and returns what it wrote and planted.
+// On error it removes the files.
 func Generate(cfg Config, dir string) (*Manifest, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -44,14 +45,14 @@ func Generate(cfg Config, dir string) (*Manifest, error) {
 	for b := range Banks {
 		m.Files[b] = filepath.Join(dir, Banks[b]+".csv")
 	}
-	err = g.write(m.Files)
-	for b, w := range g.out {
-		if w != nil {
-			m.Rows[b] = w.rows
+	if err := g.write(m.Files); err != nil {
+		for _, f := range m.Files {
+			os.Remove(f) // no partial dataset is left behind
 		}
-	}
-	if err != nil {
 		return nil, err
+	}
+	for b, w := range g.out {
+		m.Rows[b] = w.rows
 	}
 	m.Structuring = g.structuring
 	m.RoundTrips = g.roundTrips
@@ -246,6 +247,16 @@ func appendPadded(b []byte, n int64, width int) []byte {
 }
 
 func (g *gen) write(files [3]string) (err error) {
+	defer func() {
+		for _, w := range g.out {
+			if w == nil {
+				continue
+			}
+			if cerr := w.f.Close(); cerr != nil && err == nil {
+				err = fmt.Errorf("close %s: %w", w.f.Name(), cerr)
+			}
+		}
+	}()
 	for b, name := range files {
 		f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 		if err != nil {
@@ -253,13 +264,6 @@ func (g *gen) write(files [3]string) (err error) {
 		}
 		g.out[b] = &bankWriter{f: f, w: bufio.NewWriterSize(f, 1<<20), bank: b}
 	}
-	defer func() {
-		for _, w := range g.out {
-			if cerr := w.f.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("close %s: %w", w.f.Name(), cerr)
-			}
-		}
-	}()
 	for _, w := range g.out {
 		if _, err := w.w.WriteString(header); err != nil {
 			return fmt.Errorf("write header: %w", err)

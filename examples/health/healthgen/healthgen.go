@@ -152,7 +152,7 @@ type Manifest struct {
 
 // Generate writes the three hospitals' CSV files into dir (hospital1.csv,
 // hospital2.csv, hospital3.csv, created or truncated) and returns what it
-// wrote with the contract's expected result.
+// wrote with the contract's expected result. On error it removes the files.
 func Generate(cfg Config, dir string) (m *Manifest, err error) {
 	if cfg.RowsPerHospital == 0 {
 		cfg.RowsPerHospital = 20_000
@@ -161,6 +161,16 @@ func Generate(cfg Config, dir string) (m *Manifest, err error) {
 		return nil, fmt.Errorf("rows per hospital %d, want 1000..%d", cfg.RowsPerHospital, MaxRowsPerHospital)
 	}
 	m = &Manifest{Config: cfg}
+	defer func() {
+		if err != nil {
+			for _, f := range m.Files {
+				if f != "" {
+					os.Remove(f) // no partial dataset is left behind
+				}
+			}
+			m = nil
+		}
+	}()
 	var ws [3]*bufio.Writer
 	var fs [3]*os.File
 	for h, name := range Hospitals {
