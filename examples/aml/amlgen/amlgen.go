@@ -220,7 +220,8 @@ type Config struct {
 	// RowsPerBank is the approximate number of rows per bank (default
 	// 30,000); the generator sizes the customer base to reach it.
 	RowsPerBank int `json:"rows_per_bank"`
-	// Weeks is the length of the period from [Start] (default 26).
+	// Weeks is the length of the period from [Start] (default 26, at
+	// least MinWeeks).
 	Weeks int `json:"weeks"`
 	// Structurers and RoundTrips are the numbers of planted patterns
 	// (default 4 each; -1 plants none).
@@ -233,6 +234,7 @@ type Config struct {
 // Limits on a Config.
 const (
 	MaxRowsPerBank = 50_000_000
+	MinWeeks       = 12 // room for the longest decoys (nine weeks of deposits, a four-week cycle)
 	MaxWeeks       = 520
 	MaxPatterns    = 10_000
 )
@@ -254,8 +256,8 @@ func (c Config) withDefaults() (Config, error) {
 	switch {
 	case c.RowsPerBank < 1000 || c.RowsPerBank > MaxRowsPerBank:
 		return c, fmt.Errorf("rows per bank %d, want 1000..%d", c.RowsPerBank, MaxRowsPerBank)
-	case c.Weeks < 4 || c.Weeks > MaxWeeks:
-		return c, fmt.Errorf("weeks %d, want 4..%d", c.Weeks, MaxWeeks)
+	case c.Weeks < MinWeeks || c.Weeks > MaxWeeks:
+		return c, fmt.Errorf("weeks %d, want %d..%d", c.Weeks, MinWeeks, MaxWeeks)
 	case c.Structurers > MaxPatterns || c.RoundTrips > MaxPatterns || c.Decoys > MaxPatterns:
 		return c, fmt.Errorf("at most %d patterns or decoys of a kind", MaxPatterns)
 	}

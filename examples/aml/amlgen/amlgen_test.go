@@ -53,7 +53,7 @@ func TestConfigRefused(t *testing.T) {
 	for _, cfg := range []Config{
 		{RowsPerBank: 10},
 		{RowsPerBank: MaxRowsPerBank + 1},
-		{Weeks: 2},
+		{Weeks: MinWeeks - 1},
 		{Structurers: MaxPatterns + 1},
 		{RowsPerBank: 1000}, // too few customers for the default patterns
 	} {
@@ -145,6 +145,28 @@ func TestContractsFindExactlyThePlanted(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestManySeeds varies the seed, size, period and numbers of patterns and
+// decoys: the contracts and the independent detector find exactly the
+// planted patterns every time.
+func TestManySeeds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("eight generations and sixteen contract runs")
+	}
+	for seed := uint64(10); seed < 18; seed++ {
+		cfg := Config{Seed: seed, RowsPerBank: 8000 + int(seed)*500, Structurers: int(seed%7) - 1, RoundTrips: int(seed%5) + 1,
+			Decoys: int(seed%3) + 1, Weeks: MinWeeks + int(seed%20)}
+		m := generate(t, cfg)
+		ts := tables(t, m)
+		d := detect(t, m)
+		for _, c := range Contracts() {
+			want, _ := m.Expected(c.Name)
+			if got, _ := runContract(t, ts, c.SQL); got != want || d[c.Name] != want {
+				t.Errorf("seed %d, contract %s found\n%s\nthe detector\n%s\nwant\n%s", seed, c.Name, got, d[c.Name], want)
+			}
+		}
 	}
 }
 
