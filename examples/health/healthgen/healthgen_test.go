@@ -54,6 +54,21 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+func TestConfigRefused(t *testing.T) {
+	for _, rows := range []int{-1, 999, MaxRowsPerHospital + 1} {
+		dir := t.TempDir()
+		if _, err := Generate(Config{RowsPerHospital: rows}, dir); err == nil {
+			t.Errorf("Generate with %d rows per hospital succeeded, want an error", rows)
+		}
+		if left, _ := os.ReadDir(dir); len(left) > 0 {
+			t.Errorf("Generate with %d rows failed but left %d files", rows, len(left))
+		}
+	}
+	if _, err := Generate(Config{}, t.TempDir()+"/missing"); err == nil {
+		t.Error("Generate into a missing directory succeeded")
+	}
+}
+
 func run(t testing.TB, m *Manifest, sql string) (string, *runner.Result, error) {
 	t.Helper()
 	var ts []runner.Table
@@ -180,6 +195,24 @@ func TestCohortEqualsPlainGo(t *testing.T) {
 				t.Error("no cell has a patient seen at more than one hospital")
 			}
 		})
+	}
+}
+
+// TestManySeeds checks the contract against plain Go for more seeds and sizes.
+func TestManySeeds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("six generations and contract runs")
+	}
+	for seed := uint64(10); seed < 16; seed++ {
+		m := generate(t, Config{Seed: seed, RowsPerHospital: 1000 + int(seed-10)*3000})
+		got, res, err := run(t, m, CohortSQL)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		want, dropped := plain(t, m)
+		if got != want || got != m.Expected || res.Suppressed != dropped {
+			t.Errorf("seed %d: contract result (%d suppressed)\n%s\nwant (%d dropped)\n%s", seed, res.Suppressed, got, dropped, want)
+		}
 	}
 }
 
