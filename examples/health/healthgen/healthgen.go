@@ -161,14 +161,14 @@ func Generate(cfg Config, dir string) (m *Manifest, err error) {
 		return nil, fmt.Errorf("rows per hospital %d, want 1000..%d", cfg.RowsPerHospital, MaxRowsPerHospital)
 	}
 	m = &Manifest{Config: cfg}
+	files := &m.Files // a failing return sets m to nil before this runs
 	defer func() {
 		if err != nil {
-			for _, f := range m.Files {
+			for _, f := range files {
 				if f != "" {
 					os.Remove(f) // no partial dataset is left behind
 				}
 			}
-			m = nil
 		}
 	}()
 	var ws [3]*bufio.Writer
