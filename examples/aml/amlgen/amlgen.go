@@ -15,10 +15,10 @@
 // sees more than three. Found by [StructuringSQL].
 //
 // Round trip: money leaves a customer's account at one bank, passes through
-// an account at each of the other two banks and comes back to another
-// account of the same customer at the first bank within [Window], every hop
-// carrying at least 90% of the largest hop's amount. Found by
-// [RoundTripSQL].
+// an account at each of the other two banks and comes back to an account of
+// the same customer at the first bank (planted: a second account) within
+// [Window], every hop carrying at least 90% of the largest hop's amount.
+// Found by [RoundTripSQL].
 //
 // # Noise and decoys
 //
