@@ -864,8 +864,12 @@ and refused jobs — each with the transaction that recorded it. For each step
 it fetches the transaction's receipt and checks, offline, against the pinned
 service certificate: the receipt's signature and Merkle path, that it is the
 receipt of that transaction, and that its claims digest is the SHA-256 of
-the step as listed (so the step is exactly what the ledger recorded). Prints
-OK or FAILED per step; exits 1 if any step fails.`,
+the step as listed (so the step is exactly what the ledger recorded). A step
+a party made must also carry that party's signed request, the one the step
+names, verified with the party's key as the room's own steps introduced it
+(the creator's key in create_room, each invitee's in the invitation signed
+by an active party): the service cannot forge a party's step. Prints OK or
+FAILED per step; exits 1 if any step fails.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, err := f.conn.client(false)
@@ -896,11 +900,14 @@ OK or FAILED per step; exits 1 if any step fails.`,
 			}
 			failed := 0
 			var lines []auditLine
+			keys := map[string]*ecdsa.PublicKey{}
 			for _, s := range list.Steps {
 				l := auditLine{TransactionID: s.TransactionID}
 				if err := json.Unmarshal(s.Event, &l.Event); err != nil {
 					l.Problem = "event does not decode: " + err.Error()
 				} else if err := verifyStep(c.ServiceCertificate(), s, &l); err != nil {
+					l.Problem = err.Error()
+				} else if err := verifySigner(keys, s.Request, l.Event); err != nil {
 					l.Problem = err.Error()
 				} else {
 					l.Verified = true
@@ -958,6 +965,75 @@ func verifyStep(serviceCert *x509.Certificate, s httpapi.CleanRoomAuditStep, l *
 	want := cleanroom.ClaimsDigest(s.Event)
 	if s.Receipt.LeafComponents.ClaimsDigest != hex.EncodeToString(want[:]) {
 		return fmt.Errorf("the receipt's claims digest %s is not the step's digest %x", s.Receipt.LeafComponents.ClaimsDigest, want)
+	}
+	return nil
+}
+
+// verifySigner checks that a step a party made carries that party's signed
+// request: the one the event names, of the event's type and room, signed by
+// a key the room's earlier steps introduced (the creator's own, or one an
+// active party invited). keys gathers the party keys in step order.
+func verifySigner(keys map[string]*ecdsa.PublicKey, jws string, ev cleanroom.Event) error {
+	if ev.By == "runner" {
+		if jws != "" || ev.Request != "" {
+			return errors.New("a runner's step carries a party request")
+		}
+		return nil
+	}
+	if jws == "" {
+		return errors.New("no signed request")
+	}
+	if sum := sha256.Sum256([]byte(jws)); hex.EncodeToString(sum[:]) != ev.Request {
+		return errors.New("the signed request is not the one the step names")
+	}
+	var req *cleanroom.Request
+	if ev.Step == cleanroom.StepCreateRoom {
+		if len(keys) > 0 {
+			return errors.New("a second create_room")
+		}
+		r, pub, err := cleanroom.VerifyCreateRoom([]byte(jws))
+		if err != nil {
+			return err
+		}
+		id, err := cleanroom.PartyID(pub)
+		if err != nil || id != ev.By {
+			return fmt.Errorf("the room was created by %s, the step says %s", short(id), short(ev.By))
+		}
+		keys[id] = pub
+		req = r
+	} else {
+		kid, err := cleanroom.SignerOf([]byte(jws))
+		if err != nil {
+			return err
+		}
+		pub, ok := keys[kid]
+		if !ok {
+			return fmt.Errorf("signer %s was never invited to this room", short(kid))
+		}
+		if req, err = cleanroom.VerifySigned([]byte(jws), pub); err != nil {
+			return err
+		}
+		if kid != ev.By {
+			return fmt.Errorf("signed by %s, the step says %s", short(kid), short(ev.By))
+		}
+	}
+	if req.Type != ev.Step || req.Room != ev.Room {
+		return fmt.Errorf("the signed request is a %s in room %s", req.Type, req.Room)
+	}
+	if ev.Step == cleanroom.StepInvite {
+		var b cleanroom.InviteBody
+		if err := json.Unmarshal(req.Body, &b); err != nil {
+			return err
+		}
+		pub, err := cleanroom.ParsePublicKey(b.PublicKey)
+		if err != nil {
+			return err
+		}
+		id, err := cleanroom.PartyID(pub)
+		if err != nil || id != ev.Subject {
+			return fmt.Errorf("the invitation's key is not party %s's", short(ev.Subject))
+		}
+		keys[id] = pub
 	}
 	return nil
 }

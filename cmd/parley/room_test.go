@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"database/sql"
 	"encoding/json"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/parleyhq/parley/client"
+	"github.com/parleyhq/parley/internal/cleanroom"
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/server"
 )
@@ -154,6 +156,36 @@ func TestRoomCLIAndAudit(t *testing.T) {
 	if err := verifyStep(cert, unsigned, &l); err == nil {
 		t.Error("step without a receipt verified")
 	}
+	// Signed requests: each step's request is its party's, and the party
+	// keys come from the room's own steps.
+	keys := map[string]*ecdsa.PublicKey{}
+	events := make([]cleanroom.Event, len(list.Steps))
+	for i, st := range list.Steps {
+		if err := json.Unmarshal(st.Event, &events[i]); err != nil {
+			t.Fatal(err)
+		}
+		if err := verifySigner(keys, st.Request, events[i]); err != nil {
+			t.Fatalf("step %d (%s): %v", i+1, events[i].Step, err)
+		}
+	}
+	if len(keys) != 2 {
+		t.Errorf("the steps introduced %d party keys, want 2", len(keys))
+	}
+	if err := verifySigner(keys, list.Steps[1].Request, events[2]); err == nil || !strings.Contains(err.Error(), "not the one the step names") {
+		t.Errorf("join step with the invite's request: %v", err)
+	}
+	if err := verifySigner(map[string]*ecdsa.PublicKey{}, list.Steps[1].Request, events[1]); err == nil || !strings.Contains(err.Error(), "never invited") {
+		t.Errorf("invite by a party no step introduced: %v", err)
+	}
+	other := events[3]
+	other.By = ids["b"]
+	if err := verifySigner(keys, list.Steps[3].Request, other); err == nil || !strings.Contains(err.Error(), "the step says") {
+		t.Errorf("a's request listed as b's step: %v", err)
+	}
+	if err := verifySigner(keys, "", events[3]); err == nil {
+		t.Error("a party's step without its request verified")
+	}
+
 	forged := list.Steps[3]
 	r := *forged.Receipt
 	r.Signature = list.Steps[0].Receipt.Signature

@@ -251,6 +251,9 @@ func EncodePublicKey(pub *ecdsa.PublicKey) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
 
+// ParsePublicKey parses a party's P-384 public key PEM.
+func ParsePublicKey(s string) (*ecdsa.PublicKey, error) { return parsePublicKey(s) }
+
 func parsePublicKey(s string) (*ecdsa.PublicKey, error) {
 	b, _ := pem.Decode([]byte(s))
 	if b == nil || b.Type != "PUBLIC KEY" {

@@ -120,6 +120,9 @@ func runWithClaims(ctx context.Context, l engine.Committer, build func(tx *kv.Tx
 type AuditEntry struct {
 	TransactionID string          `json:"transactionId"`
 	Event         json.RawMessage `json:"event"`
+	// Request is the party's signed request (the JWS whose SHA-256 the
+	// event names), for steps a party made.
+	Request string `json:"request,omitempty"`
 }
 
 // Index maps each room's events to the transactions that wrote them. It is
@@ -217,6 +220,19 @@ func (s *Service) Audit(room string, idx *Index) ([]AuditEntry, error) {
 			return nil, fmt.Errorf("room %s event %d is missing", room, seq)
 		}
 		e := AuditEntry{Event: slices.Clone(b)}
+		var ev struct {
+			Request string `json:"request"`
+		}
+		if err := json.Unmarshal(b, &ev); err != nil {
+			return nil, fmt.Errorf("room %s event %d: %w", room, seq, err)
+		}
+		if ev.Request != "" {
+			jws, ok := tx.Get(HistoryMap, ev.Request)
+			if !ok {
+				return nil, fmt.Errorf("room %s event %d: request %s is missing", room, seq, ev.Request)
+			}
+			e.Request = string(jws)
+		}
 		if id, ok := ids[seq]; ok {
 			e.TransactionID = id.String()
 		}

@@ -24,6 +24,62 @@ func Sign(k *ecdsa.PrivateKey, partyID string, r *Request) ([]byte, error) {
 	return jws.Sign(k, partyID, jwsType, payload)
 }
 
+// VerifySigned checks a signed request offline, as an auditor does: it
+// parses, its kid is PartyID(pub), and pub's signature verifies. It
+// returns the request. Errors wrap ErrMalformed or ErrBadSignature.
+func VerifySigned(b []byte, pub *ecdsa.PublicKey) (*Request, error) {
+	sr, err := parseSigned(b)
+	if err != nil {
+		return nil, err
+	}
+	id, err := PartyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	if sr.kid != id {
+		return nil, fmt.Errorf("signed by %s, not by %s: %w", sr.kid, id, ErrBadSignature)
+	}
+	return sr.verify(pub)
+}
+
+// VerifyCreateRoom checks a signed create_room request offline: it is
+// signed by the key its body carries. It returns the request and that key,
+// the room creator's, from which an auditor learns every other party's key
+// (each invite carries the invitee's key, signed by the inviter).
+func VerifyCreateRoom(b []byte) (*Request, *ecdsa.PublicKey, error) {
+	sr, err := parseSigned(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	var peek struct {
+		Body CreateRoomBody `json:"body"`
+	}
+	if err := json.Unmarshal(sr.obj.UnsafePayload(), &peek); err != nil {
+		return nil, nil, fmt.Errorf("create_room body: %v: %w", err, ErrMalformed)
+	}
+	pub, err := parsePublicKey(peek.Body.PublicKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := VerifySigned(b, pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Type != TypeCreateRoom {
+		return nil, nil, fmt.Errorf("request is a %s, not a create_room: %w", r.Type, ErrMalformed)
+	}
+	return r, pub, nil
+}
+
+// SignerOf returns the kid (party id) of a signed request, unverified.
+func SignerOf(b []byte) (string, error) {
+	sr, err := parseSigned(b)
+	if err != nil {
+		return "", err
+	}
+	return sr.kid, nil
+}
+
 // signed is a parsed request whose signature is not checked yet.
 type signed struct {
 	kid  string
