@@ -160,3 +160,29 @@ func TestEventsReceiptsAndRelease(t *testing.T) {
 		t.Errorf("audit of an unknown room: %v", err)
 	}
 }
+
+func TestVerifySignedOffline(t *testing.T) {
+	a, b := newParty(t, "a"), newParty(t, "b")
+	create := a.sign(t, TypeCreateRoom, "r", CreateRoomBody{Name: "a", PublicKey: a.pem})
+	r, pub, err := VerifyCreateRoom(create)
+	if err != nil || r.Room != "r" || !pub.Equal(&a.key.PublicKey) {
+		t.Fatalf("VerifyCreateRoom = %+v, %v", r, err)
+	}
+	// A create_room whose body carries another key than the signer's.
+	if _, _, err := VerifyCreateRoom(a.sign(t, TypeCreateRoom, "r", CreateRoomBody{Name: "a", PublicKey: b.pem})); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("create_room carrying b's key, signed by a: %v", err)
+	}
+	if _, _, err := VerifyCreateRoom(a.sign(t, TypeJoin, "r", CreateRoomBody{Name: "a", PublicKey: a.pem})); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a join passed as create_room: %v", err)
+	}
+	join := b.sign(t, TypeJoin, "r", struct{}{})
+	if kid, err := SignerOf(join); err != nil || kid != b.id {
+		t.Errorf("SignerOf = %s, %v; want %s", kid, err, b.id)
+	}
+	if _, err := VerifySigned(join, &b.key.PublicKey); err != nil {
+		t.Errorf("VerifySigned with the signer's key: %v", err)
+	}
+	if _, err := VerifySigned(join, &a.key.PublicKey); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("VerifySigned with another key: %v", err)
+	}
+}
