@@ -38,6 +38,7 @@ import (
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/receipt"
+	"github.com/parleyhq/parley/internal/vfs"
 )
 
 // roomFlags are the flags of every `parley room` command.
@@ -236,7 +237,7 @@ Prints the party id and the HPKE public key.`,
 				return err
 			}
 			prefix := args[0]
-			for _, w := range []struct {
+			files := []struct {
 				name string
 				b    []byte
 				mode os.FileMode
@@ -245,8 +246,15 @@ Prints the party id and the HPKE public key.`,
 				{prefix + ".party.pub.pem", []byte(pubPEM), 0o644},
 				{prefix + ".hpke.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: hDER}), 0o600},
 				{prefix + ".hpke.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: hPubDER}), 0o644},
-			} {
-				if err := os.WriteFile(w.name, w.b, w.mode); err != nil {
+			}
+			// A party's keys are its identity: never overwrite them.
+			for _, w := range files {
+				if _, err := os.Stat(w.name); err == nil {
+					return &exitError{code: 2, err: fmt.Errorf("%s exists: not overwriting a party's keys", w.name)}
+				}
+			}
+			for _, w := range files {
+				if err := vfs.WriteFileDurable(vfs.OS{}, w.name, w.b, w.mode); err != nil {
 					return err
 				}
 			}

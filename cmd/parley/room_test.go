@@ -60,6 +60,9 @@ func TestRoomCLIAndAudit(t *testing.T) {
 		ids[p] = k.Party
 	}
 	key := func(p string) string { return filepath.Join(dir, p+".party.pem") }
+	if _, errOut, err := runCLI(t, "", "room", "keys", "new", filepath.Join(dir, "a")); err == nil || !strings.Contains(err.Error()+errOut, "not overwriting") {
+		t.Errorf("keys new over existing keys: %v %s", err, errOut)
+	}
 	room("create", "r", "--name", "a", "--party-key", key("a"))
 	room("invite", "r", "b", "--public-key", filepath.Join(dir, "b.party.pub.pem"), "--party-key", key("a"))
 	room("join", "r", "--party-key", key("b"))
