@@ -334,6 +334,11 @@ func TestCleanRoomEndToEnd(t *testing.T) {
 	if found := scanFor(t, []byte(marker), svcDir, blobDir, tampered, workDir, tmpDir); len(found) > 0 {
 		t.Errorf("plaintext marker found in %v", found)
 	}
+	// The runner wrote nothing at all where it worked, nor in its
+	// temporary directory.
+	if found := scanFor(t, nil, workDir, tmpDir); len(found) > 0 {
+		t.Errorf("the runner left files: %v", found)
+	}
 	if found := scanFor(t, []byte(marker), owners); len(found) != 3 {
 		t.Errorf("positive control: marker in %v, want the three owners' CSV files", found)
 	}
