@@ -16,11 +16,12 @@
 # dev` service in DIR (default: a new temporary directory, removed at the
 # end unless --dir is given), and walks the flow with the `parley room` CLI.
 # To use a service that is already running instead, set PARLEY_PROFILE to
-# its profile.json (its user must be allowed to set the attestation policy).
+# its profile.json: the script then leaves its attestation policy alone (it
+# must accept virtual evidence) and names the room aml_<unix time>.
 #
 # DEVELOPMENT ONLY: the runner presents `virtual` attestation evidence,
 # signed by a software key. It is not a TEE and proves nothing about the
-# code that runs; the script allows it in the service's attestation policy.
+# code that runs; the script allows it in the policy of the service it starts.
 #
 # Needs: go, jq, curl.
 set -euo pipefail
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
 	--rows) rows=${2:?--rows N}; shift 2 ;;
 	--seed) seed=${2:?--seed N}; shift 2 ;;
 	--dir) dir=${2:?--dir DIR}; shift 2 ;;
-	-h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 done
@@ -105,9 +106,14 @@ else
 	say "https://127.0.0.1:$port (pid $devpid, log $dir/service.log)"
 fi
 
-step "allow virtual attestation evidence in the service's policy (DEVELOPMENT ONLY: not a TEE)"
-echo '{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}' >"$dir/policy.json"
-"$parley" attest policy set "$dir/policy.json" | indent
+if [ -n "$devpid" ]; then
+	step "allow virtual attestation evidence in the service's policy (DEVELOPMENT ONLY: not a TEE)"
+	echo '{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}' >"$dir/policy.json"
+	"$parley" attest policy set "$dir/policy.json" | jq -c . | indent
+else
+	step "the service's attestation policy (left as it is; it must accept virtual evidence, DEVELOPMENT ONLY)"
+	"$parley" attest policy get | jq -c . | indent
+fi
 
 step "each party makes its keys: a P-384 signing key (its identity) and an X25519 result key"
 declare -A id
@@ -122,6 +128,9 @@ as() {
 	"$parley" room "$@" --party-key "$keys/$p.party.pem" 2> >(indent >&2)
 }
 room=aml
+if [ -z "$devpid" ]; then
+	room=aml_$(date +%s) # a service that is already running may have a room of that name
+fi
 
 step "bank1 creates room '$room'; it invites bank2, bank3 and the regulator, who join"
 as bank1 create $room --name bank1 | jq -c . | indent

@@ -14,11 +14,13 @@
 # admissions per hospital, default 20000), starts a `parley dev` service in
 # DIR (default: a new temporary directory, removed at the end unless --dir
 # is given), and walks the flow with the `parley room` CLI. To use a service
-# that is already running instead, set PARLEY_PROFILE to its profile.json.
+# that is already running instead, set PARLEY_PROFILE to its profile.json:
+# the script then leaves its attestation policy alone (it must accept
+# virtual evidence) and names the room health_<unix time>.
 #
 # DEVELOPMENT ONLY: the runner presents `virtual` attestation evidence,
 # signed by a software key. It is not a TEE and proves nothing about the
-# code that runs; the script allows it in the service's attestation policy.
+# code that runs; the script allows it in the policy of the service it starts.
 #
 # Needs: go, jq, curl.
 set -euo pipefail
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
 	--rows) rows=${2:?--rows N}; shift 2 ;;
 	--seed) seed=${2:?--seed N}; shift 2 ;;
 	--dir) dir=${2:?--dir DIR}; shift 2 ;;
-	-h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 	*) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 	esac
 done
@@ -99,10 +101,14 @@ else
 	say "https://127.0.0.1:$port (pid $devpid, log $dir/service.log)"
 fi
 
-step "allow virtual attestation evidence in the service's policy (DEVELOPMENT ONLY: not a TEE)"
-echo '{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}' >"$dir/policy.json"
-"$parley" attest policy set "$dir/policy.json" >/dev/null
-say "$(cat "$dir/policy.json")"
+if [ -n "$devpid" ]; then
+	step "allow virtual attestation evidence in the service's policy (DEVELOPMENT ONLY: not a TEE)"
+	echo '{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}' >"$dir/policy.json"
+	"$parley" attest policy set "$dir/policy.json" | jq -c . | indent
+else
+	step "the service's attestation policy (left as it is; it must accept virtual evidence, DEVELOPMENT ONLY)"
+	"$parley" attest policy get | jq -c . | indent
+fi
 
 step "each hospital makes its keys: a P-384 signing key (its identity) and an X25519 result key"
 declare -A id
@@ -118,6 +124,9 @@ as() {
 	"$parley" room "$@" --party-key "$keys/$p.party.pem" 2> >(indent >&2)
 }
 room=health
+if [ -z "$devpid" ]; then
+	room=health_$(date +%s) # a service that is already running may have a room of that name
+fi
 
 step "hospital1 creates room '$room'; it invites hospital2 and hospital3, who join"
 as hospital1 create $room --name hospital1 | jq -c '{name}' | indent
