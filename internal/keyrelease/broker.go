@@ -10,6 +10,12 @@
 // a release writes a record (who, which token, to which runtime key) to the
 // private map ReleasesMap, so its receipt proves the release happened.
 //
+// Clean-room data keys are a second kind: deposited with a dataset's
+// registration ([Broker.DepositDatasetKey]) into DatasetKeysMap under a
+// [RoomPolicy], and released only by [Broker.ReleaseDatasetKeys], which
+// asks a [RoomGate] (the clean-room service) whether the contract may run
+// and has it record the release or the refusal in the same transaction.
+//
 // # Wrapping
 //
 // An RSA runtime key (2048 bits or more, what Azure's SKR uses) gets
