@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/vfs"
+)
+
+// copyDir copies the files of src into dst.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRecoveryRestore opens a copy of an old ledger (with a rotation in
+// it) as a new service: the private domain stays closed (reads and private
+// writes refused, public state there) until the latest old secret is
+// given; a wrong secret changes nothing; after the restore every old
+// entry reads back, private writes work, and a restart restores again from
+// the ledger alone.
+func TestRecoveryRestore(t *testing.T) {
+	old := newTestNode(t, vfs.OS{}, t.TempDir())
+	e := old.open(t)
+	a := put(t, e, "private:m", "a", "before rotation")
+	put(t, e, "public:p", "a", "public before")
+	rotate(t, e)
+	b := put(t, e, "private:m", "b", "after rotation")
+	put(t, e, "private:m", "a", "overwritten")
+	waitCommitted(t, e, put(t, e, "public:p", "b", "public after"))
+	latest := e.LedgerSecret()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	neu := newTestNode(t, vfs.OS{}, t.TempDir())
+	dir := neu.config().Dir
+	copyDir(t, old.config().Dir, dir)
+	last, err := TruncateToLastSignature(vfs.OS{}, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := neu.config()
+	cfg.Secret = nil
+	cfg.Secrets = []Epoch{{From: last + 1, Secret: neu.id.Secret}}
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.PrivateOpen() || r.ClosedUpTo() != last {
+		t.Fatalf("PrivateOpen() = %v, ClosedUpTo() = %d, want false, %d", r.PrivateOpen(), r.ClosedUpTo(), last)
+	}
+	if _, err := r.Read(a); !errors.Is(err, ErrPrivateClosed) {
+		t.Errorf("Read(%s) while closed: err = %v, want ErrPrivateClosed", a, err)
+	}
+	if v, _ := r.Begin().Get("public:p", "b"); string(v) != "public after" {
+		t.Errorf("public state while closed: %q", v)
+	}
+	if v, ok := r.Begin().Get("private:m", "b"); ok {
+		t.Errorf("private state visible while closed: %q", v)
+	}
+	tx := r.Begin()
+	tx.Put("private:m", "c", []byte("x"))
+	if _, err := r.Commit(context.Background(), tx, CommitOptions{}); !errors.Is(err, ErrPrivateClosed) {
+		t.Errorf("private write while closed: err = %v, want ErrPrivateClosed", err)
+	}
+	if _, err := r.PrepareRotation(r.Begin()); !errors.Is(err, ErrPrivateClosed) {
+		t.Errorf("rotation while closed: err = %v, want ErrPrivateClosed", err)
+	}
+	waitCommitted(t, r, put(t, r, "public:p", "c", "written while recovering"))
+
+	wrong := make([]byte, ledger.SecretSize)
+	rand.Read(wrong)
+	if _, err := r.PrepareRestore(r.Begin(), wrong); err == nil {
+		t.Fatal("PrepareRestore with a wrong secret succeeded")
+	}
+	if r.PrivateOpen() {
+		t.Fatal("a wrong secret opened the private state")
+	}
+	restore := func(r *Engine) ledger.TxID {
+		tx := r.Begin()
+		rs, err := r.PrepareRestore(tx, latest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Put("public:p", "restored", []byte("yes"))
+		id, err := r.CommitRestore(context.Background(), tx, rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	rid := restore(r)
+	check := func(r *Engine, when string) {
+		t.Helper()
+		if !r.PrivateOpen() {
+			t.Fatalf("%s: private state closed", when)
+		}
+		for _, c := range []struct {
+			id         ledger.TxID
+			key, value string
+		}{{a, "a", "before rotation"}, {b, "b", "after rotation"}} {
+			rec, err := r.Read(c.id)
+			if err != nil || valueIn(rec.WriteSet, "private:m", c.key) != c.value {
+				t.Errorf("%s: Read(%s) = %v, %v", when, c.id, rec, err)
+			}
+		}
+		for key, want := range map[string]string{"a": "overwritten", "b": "after rotation"} {
+			if v, _ := r.Begin().Get("private:m", key); string(v) != want {
+				t.Errorf("%s: private:m/%s = %q, want %q", when, key, v, want)
+			}
+		}
+	}
+	check(r, "after restore")
+	if got := froms(r.Epochs()); len(got) != 4 || got[2] != last+1 || got[3] != rid.Seqno+1 {
+		t.Errorf("epochs after restore start at %v, want [1 rotation %d %d]", got, last+1, rid.Seqno+1)
+	}
+	waitCommitted(t, r, put(t, r, "private:m", "d", "new private write"))
+	if _, err := r.PrepareRestore(r.Begin(), latest); !errors.Is(err, ErrNotRecovering) {
+		t.Errorf("second restore: err = %v, want ErrNotRecovering", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A restart replays the restoring transaction: no secret needed again.
+	r, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	check(r, "after restart")
+	if v, _ := r.Begin().Get("private:m", "d"); string(v) != "new private write" {
+		t.Errorf("after restart: private:m/d = %q", v)
+	}
+	// The restore's history holds every secret: its latest secret alone
+	// recovers the whole ledger again.
+	hist, _ := r.Begin().Get(HistoricalSecretsMap, "")
+	eps, err := DecryptHistory(r.LedgerSecret(), hist)
+	if err != nil || len(eps) != 3 {
+		t.Errorf("history after restore: %d secrets, %v; want 3", len(eps), err)
+	}
+}
