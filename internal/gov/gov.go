@@ -361,7 +361,8 @@ func (s *Service) resolve(tx *kv.Tx, restart func() (*kv.Tx, error), pid string,
 
 // apply applies the actions of proposal pid in tx.
 func (s *Service) apply(tx *kv.Tx, pid string, acts []Action) error {
-	st := &state{tx: tx, proposalID: pid}
+	st := &state{tx: tx, proposalID: pid, svc: s}
+	defer func() { clear(st.newSecret) }()
 	body := mustJSON(ProposalBody{Actions: acts})
 	_, parsed, err := parseProposal(body)
 	if err != nil {
@@ -372,8 +373,17 @@ func (s *Service) apply(tx *kv.Tx, pid string, acts []Action) error {
 			return fmt.Errorf("action %d (%s): %w", i, acts[i].Name, err)
 		}
 	}
-	// Recovery members or the threshold may have changed: re-share in the
-	// same transaction.
+	// Recovery members or the threshold may have changed, or the secret
+	// rotated: re-share in the same transaction.
+	if st.newSecret != nil {
+		if s.secrets == nil {
+			return nil
+		}
+		if err := s.reshareWith(tx, st.newSecret); err != nil {
+			return fmt.Errorf("recovery shares: %w", err)
+		}
+		return nil
+	}
 	if err := s.reshareIfStale(tx); err != nil {
 		return fmt.Errorf("recovery shares: %w", err)
 	}

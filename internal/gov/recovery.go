@@ -130,6 +130,13 @@ func (s *Service) reshareIfStale(tx *kv.Tx) error {
 // splits the key among the recovery members and writes the wrapped secret
 // and the encrypted shares in tx, replacing the previous ones.
 func (s *Service) reshare(tx *kv.Tx) error {
+	secret := s.secrets.LedgerSecret()
+	defer clear(secret)
+	return s.reshareWith(tx, secret)
+}
+
+// reshareWith is reshare for a given raw ledger secret.
+func (s *Service) reshareWith(tx *kv.Tx, secret []byte) error {
 	keys, t := recoveryMembers(tx)
 	var stale []string
 	tx.Foreach(RecoverySharesMap, func(k string, _ []byte) bool {
@@ -148,8 +155,6 @@ func (s *Service) reshare(tx *kv.Tx) error {
 	if t > len(keys) {
 		return applyErr("recovery threshold %d over the %d recovery members", t, len(keys))
 	}
-	secret := s.secrets.LedgerSecret()
-	defer clear(secret)
 	if len(secret) == 0 {
 		return fmt.Errorf("reshare: no ledger secret")
 	}

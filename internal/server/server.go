@@ -169,7 +169,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return fail(fmt.Errorf("service certificate: %w", err))
 	}
 	s.serviceCertPEM = serviceCertPEM
-	s.gov = gov.New(gov.Config{Engine: eng, Secrets: id, Logger: logger.With(slog.String("component", "gov"))})
+	s.gov = gov.New(gov.Config{Engine: eng, Secrets: eng, Logger: logger.With(slog.String("component", "gov"))})
 	if tr == nil {
 		// A cluster node does this when it is primary (Run): here it
 		// would wait for a leader it cannot hear before it listens.
