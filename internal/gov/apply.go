@@ -158,13 +158,8 @@ func (a nodeStatus) apply(s *state) error {
 	return nil
 }
 
-// ServiceInfo is the value of ServiceInfoMap's key "".
-type ServiceInfo struct {
-	Status string `json:"status"`
-}
-
 func (openService) apply(s *state) error {
-	s.tx.Put(ServiceInfoMap, "", mustJSON(ServiceInfo{Status: "Open"}))
+	setServiceStatus(s.tx, ServiceOpen)
 	return nil
 }
 

@@ -123,6 +123,11 @@ func (s *Service) reshareIfStale(tx *kv.Tx) error {
 	if s.secrets == nil || !sharesStale(tx) {
 		return nil
 	}
+	if !s.eng.PrivateOpen() {
+		// The recorded shares are the only way back to the previous
+		// ledger secret: they must stay until the restore.
+		return applyErr("recovery members and threshold cannot change while the service is recovering")
+	}
 	return s.reshare(tx)
 }
 
@@ -226,7 +231,7 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // members or another threshold (at the first start after genesis, say). It
 // reports whether it wrote anything.
 func (s *Service) EnsureRecoveryShares(ctx context.Context) (bool, ledger.TxID, error) {
-	if s.secrets == nil {
+	if s.secrets == nil || !s.eng.PrivateOpen() {
 		return false, ledger.TxID{}, nil
 	}
 	wrote := false
