@@ -309,7 +309,7 @@ private state is restored and serviceStatus is "Open".`,
 		Example: `  parley gov share --member-cert parley-dev/member1_cert.pem --member-key parley-dev/member1_privk.pem
   parley gov share --submit --endpoint https://127.0.0.1:8001 --cacert new/service_cert.pem \
     --member-cert keys/member1_cert.pem --member-key keys/member1_privk.pem`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.resolve()
 			if err != nil {
