@@ -391,4 +391,3 @@ func TestRotationOverHTTP(t *testing.T) {
 		t.Fatalf("parley verify: %v: %s", err, out)
 	}
 }
-
