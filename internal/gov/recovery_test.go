@@ -27,6 +27,7 @@ type recoveryFixture struct {
 	*fixture
 	id      *node.Identity
 	encKeys []*rsa.PrivateKey
+	dir     string // the data directory
 }
 
 func newRSAKey(t testing.TB) (*rsa.PrivateKey, string) {
@@ -56,7 +57,7 @@ func newRecoveryFixture(t *testing.T, n int) *recoveryFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	f := &recoveryFixture{fixture: &fixture{eng: eng, app: app.New(eng, idx, app.Limits{}), now: time.Unix(1_800_000_000, 0)}, id: id}
+	f := &recoveryFixture{fixture: &fixture{eng: eng, app: app.New(eng, idx, app.Limits{}), now: time.Unix(1_800_000_000, 0)}, id: id, dir: dir}
 	f.gov = New(Config{Engine: eng, Now: f.clock, Secrets: eng})
 	g := app.Genesis{Members: map[string]string{}, MemberEncryptionKeys: map[string]string{},
 		Users: map[string][]app.Role{strings.Repeat("ab", 32): {app.RoleAdministrator}}}
