@@ -275,6 +275,13 @@ func TestDisasterRecovery(t *testing.T) {
 				t.Fatalf("%s: GET %s = %d %s, want %q", when, e.id, resp.StatusCode, body, e.contents)
 			}
 		}
+		// The collection index holds the restored entries too.
+		resp, body := n.do("GET", "/app/transactions?api-version=2022-05-13&collectionId=dr", nil)
+		for _, e := range entries {
+			if resp.StatusCode != 200 || !strings.Contains(string(body), `"`+e.id+`"`) {
+				t.Fatalf("%s: list of collection dr = %d %s, want %s in it", when, resp.StatusCode, body, e.id)
+			}
+		}
 	}
 	checkEntries(r, "after recovery")
 
