@@ -159,6 +159,9 @@ func (a nodeStatus) apply(s *state) error {
 }
 
 func (openService) apply(s *state) error {
+	if !s.svc.eng.PrivateOpen() {
+		return applyErr("a recovering service opens when the members' recovery shares restore its private state")
+	}
 	setServiceStatus(s.tx, ServiceOpen)
 	return nil
 }
