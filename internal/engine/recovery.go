@@ -79,8 +79,9 @@ func (e *Engine) PrepareRestore(tx *kv.Tx, latest []byte) (*Restoration, error) 
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	var old []Epoch
+	// A read, so that two restores (or a restore and a rotation) conflict.
+	hist, ok := tx.Get(HistoricalSecretsMap, "")
 	if lastRot > 0 {
-		hist, ok := tx.Get(HistoricalSecretsMap, "")
 		if !ok {
 			return nil, errors.New("restore: the ledger records a rotation but no historical secrets")
 		}
