@@ -159,4 +159,52 @@ func TestRecoveryRestore(t *testing.T) {
 	if err != nil || len(eps) != 3 {
 		t.Errorf("history after restore: %d secrets, %v; want 3", len(eps), err)
 	}
+
+	// A second disaster: the recovered ledger, with its own rotation after
+	// the restore, is recovered again from its latest secret alone.
+	rotate(t, r)
+	e2 := put(t, r, "private:m", "e", "after the second rotation")
+	waitCommitted(t, r, e2)
+	latest2 := r.LedgerSecret()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third := newTestNode(t, vfs.OS{}, t.TempDir())
+	copyDir(t, dir, third.config().Dir)
+	last2, err := TruncateToLastSignature(vfs.OS{}, third.config().Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg3 := third.config()
+	cfg3.Secret = nil
+	cfg3.Secrets = []Epoch{{From: last2 + 1, Secret: third.id.Secret}}
+	r3, err := Open(cfg3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	if r3.PrivateOpen() {
+		t.Fatal("the second recovery opened with its private state open")
+	}
+	waitCommitted(t, r3, put(t, r3, "public:p", "d", "second recovery"))
+	if _, err := r3.PrepareRestore(r3.Begin(), latest); err == nil {
+		t.Fatal("the first disaster's secret restored the second recovery")
+	}
+	tx3 := r3.Begin()
+	rs3, err := r3.PrepareRestore(tx3, latest2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r3.CommitRestore(context.Background(), tx3, rs3); err != nil {
+		t.Fatal(err)
+	}
+	check(r3, "after the second recovery")
+	for key, want := range map[string]string{"d": "new private write", "e": "after the second rotation"} {
+		if v, _ := r3.Begin().Get("private:m", key); string(v) != want {
+			t.Errorf("after the second recovery: private:m/%s = %q, want %q", key, v, want)
+		}
+	}
+	if rec, err := r3.Read(e2); err != nil || valueIn(rec.WriteSet, "private:m", "e") != "after the second rotation" {
+		t.Errorf("after the second recovery: Read(%s) = %v, %v", e2, rec, err)
+	}
 }
