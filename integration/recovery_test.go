@@ -357,7 +357,69 @@ func TestDisasterRecovery(t *testing.T) {
 		t.Fatalf("after restart: service_status = %q, want Open", got)
 	}
 	checkEntries(r2, "after restart")
-	appendEntry(t, r2, "after restart")
+	entries = append(entries, entry{appendEntry(t, r2, "after restart"), "after restart"})
+
+	// A second disaster: the recovered service is lost in turn and
+	// recovered with the shares it reissued. Receipts of the first
+	// service's transactions now chain through two endorsements.
+	r2.cmd.Process.Signal(syscall.SIGKILL)
+	<-r2.done
+	r2.done <- errors.New("killed")
+	secondLedger := filepath.Join(base, "second-ledger")
+	if err := os.Rename(filepath.Join(newDir, "ledger"), secondLedger); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(newDir); err != nil {
+		t.Fatal(err)
+	}
+	thirdDir := filepath.Join(base, "third")
+	r3 := startRecoveredNode(t, thirdDir, keys, "--recover", "--previous-ledger", secondLedger)
+	assertClosedOn := func(n *devNode) {
+		t.Helper()
+		if resp, body := n.do("GET", "/app/transactions/"+entries[0].id+"?api-version=2022-05-13", nil); resp.StatusCode != 503 {
+			t.Fatalf("second recovery before shares: GET = %d %s, want 503", resp.StatusCode, body)
+		}
+	}
+	assertClosedOn(r3)
+	submitShare(t, r3, keys, 1)
+	assertClosedOn(r3)
+	if got := submitShare(t, r3, keys, 0); got["serviceStatus"] != "Open" {
+		t.Fatalf("second recovery, second share: %v", got)
+	}
+	checkEntries(r3, "after the second recovery")
+	thirdCert := readCert(t, filepath.Join(thirdDir, "service_cert.pem"))
+	for i, e := range entries {
+		resp, body := r3.do("GET", "/app/transactions/"+e.id+"/receipt?api-version=2022-05-13", nil)
+		var fresh api.TransactionReceipt
+		if resp.StatusCode != 200 || json.Unmarshal(body, &fresh) != nil {
+			t.Fatalf("receipt of %s after the second recovery: %d %s", e.id, resp.StatusCode, body)
+		}
+		want := 1 // signed by the first recovered service
+		if i < 6 {
+			want = 2 // signed by the original service
+		}
+		if got := len(fresh.Receipt.ServiceEndorsements); got != want {
+			t.Fatalf("receipt of %s after the second recovery: %d endorsements, want %d", e.id, got, want)
+		}
+		if err := receipt.VerifyTransactionReceipt(&fresh, thirdCert); err != nil {
+			t.Fatalf("receipt of %s after the second recovery: %v", e.id, err)
+		}
+		if i == 0 {
+			var saved api.TransactionReceipt
+			json.Unmarshal(receipts[e.id], &saved)
+			saved.Receipt.ServiceEndorsements = fresh.Receipt.ServiceEndorsements
+			if err := receipt.VerifyTransactionReceipt(&saved, thirdCert); err != nil {
+				t.Fatalf("the receipt saved before the first disaster, through both endorsements: %v", err)
+			}
+		}
+	}
+	if err := r3.stop(); err != nil {
+		t.Fatalf("stop the twice-recovered node: %v", err)
+	}
+	out, err = runParley(t, "verify", "--ledger", filepath.Join(thirdDir, "ledger"), "--service-cert", filepath.Join(thirdDir, "service_cert.pem"), "-q")
+	if err != nil || !strings.HasPrefix(out, "ledger OK") {
+		t.Fatalf("parley verify of the twice-recovered ledger: %v: %s", err, out)
+	}
 }
 
 // TestRotationOverHTTP rotates the ledger secret by proposal on a dev
