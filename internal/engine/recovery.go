@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 
@@ -190,7 +191,7 @@ func (e *Engine) commitToStore(r *request, next uint64) error {
 func (e *Engine) restoredLocked(rs *restoreOp) {
 	e.keys.epochs = append(slices.Clone(rs.old), e.keys.epochs...)
 	e.keys.lastClosedRotation = 0
-	e.logger.Info("private state restored", "up_to", rs.closedFrom-1, "secrets", len(rs.old))
+	e.logger.Info("private state restored", slog.Uint64("up_to", rs.closedFrom-1), slog.Int("secrets", len(rs.old)))
 }
 
 // closedPrivate opens every entry up to last with the secrets eps and
@@ -217,25 +218,15 @@ func (e *Engine) closedPrivate(eps []Epoch, last uint64) (*kv.WriteSet, error) {
 		lo += uint64(len(ents))
 	}
 	ws := &kv.WriteSet{}
-	for _, m := range slices.Sorted(mapsKeys(state)) {
+	for _, m := range slices.Sorted(maps.Keys(state)) {
 		keys := state[m]
 		mw := kv.MapWrites{Map: m}
-		for _, k := range slices.Sorted(mapsKeys(keys)) {
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
 			mw.Writes = append(mw.Writes, keys[k])
 		}
 		ws.Maps = append(ws.Maps, mw)
 	}
 	return ws, nil
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func mergePrivate(state map[string]map[string]kv.Write, ent storage.Entry, sec *ledger.Secret) error {
@@ -284,7 +275,7 @@ func (e *Engine) reobserve(last uint64) {
 		if !ok {
 			ent, err := e.log.Entry(seqno)
 			if err != nil {
-				e.logger.Error("reindex after restore", "seqno", seqno, "error", err)
+				e.logger.Error("reindex after restore", slog.Uint64("seqno", seqno), slog.Any("error", err))
 				return
 			}
 			data, term = ent.Data, ent.Term
@@ -301,12 +292,11 @@ func (e *Engine) reobserve(last uint64) {
 				continue
 			}
 			private, err := sec.Open(&p, id)
-			if err != nil {
-				e.logger.Error("reindex after restore", "seqno", seqno, "error", err)
-				return
+			if err == nil {
+				ws, err = decodeWriteSets(p.Public, private)
 			}
-			if ws, err = decodeWriteSets(p.Public, private); err != nil {
-				e.logger.Error("reindex after restore", "seqno", seqno, "error", err)
+			if err != nil {
+				e.logger.Error("reindex after restore", slog.Uint64("seqno", seqno), slog.Any("error", err))
 				return
 			}
 		}
