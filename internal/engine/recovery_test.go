@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -206,5 +207,27 @@ func TestRecoveryRestore(t *testing.T) {
 	}
 	if rec, err := r3.Read(e2); err != nil || valueIn(rec.WriteSet, "private:m", "e") != "after the second rotation" {
 		t.Errorf("after the second recovery: Read(%s) = %v, %v", e2, rec, err)
+	}
+}
+
+// TestEndorsementsFor: a receipt carries, oldest first, the endorsements
+// of every identity whose last seqno is at or after its signature.
+func TestEndorsementsFor(t *testing.T) {
+	e := &Engine{cfg: Config{ServiceEndorsements: []string{"static"}}}
+	e.SetServiceEndorsements([]ServiceEndorsement{{Cert: "second", LastSeqno: 200}, {Cert: "first", LastSeqno: 100}})
+	cases := []struct {
+		sig  uint64
+		want string
+	}{
+		{1, "[first second static]"},
+		{100, "[first second static]"},
+		{101, "[second static]"},
+		{200, "[second static]"},
+		{201, "[static]"},
+	}
+	for _, c := range cases {
+		if got := fmt.Sprint(e.endorsementsFor(c.sig)); got != c.want {
+			t.Errorf("endorsementsFor(%d) = %s, want %s", c.sig, got, c.want)
+		}
 	}
 }
