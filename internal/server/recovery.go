@@ -67,19 +67,6 @@ type recoveryState struct {
 // left without that certificate is made again; one with a complete node
 // must already be a recovered one.
 func prepareRecovery(fsys vfs.FS, dir string, rc *RecoveryConfig, sans []string, logger *slog.Logger) error {
-	if node.Exists(fsys, dir) {
-		if _, err := loadRecoveryState(fsys, dir); err != nil {
-			return err
-		}
-		if _, err := fsys.ReadFile(filepath.Join(dir, RecoveryFile)); err != nil {
-			return fmt.Errorf("recover into %s: it already holds a service that is not a recovered one", dir)
-		}
-		logger.Info("resuming a recovered node", slog.String("dir", dir))
-		return nil
-	}
-	if rc.PreviousLedgerDir == "" {
-		return errors.New("recover: the previous ledger directory is required")
-	}
 	var prevCert string
 	if rc.PreviousServiceCert != "" {
 		b, err := os.ReadFile(rc.PreviousServiceCert)
@@ -90,6 +77,29 @@ func prepareRecovery(fsys vfs.FS, dir string, rc *RecoveryConfig, sans []string,
 			return fmt.Errorf("recover: previous service certificate %s: %w", rc.PreviousServiceCert, err)
 		}
 		prevCert = string(b)
+	}
+	if node.Exists(fsys, dir) {
+		rs, err := loadRecoveryState(fsys, dir)
+		if err != nil {
+			return err
+		}
+		if rs == nil {
+			return fmt.Errorf("recover into %s: it already holds a service that is not a recovered one", dir)
+		}
+		if prevCert != "" && prevCert != rs.PreviousServiceCert {
+			// A certificate given again (say, after a wrong one) replaces
+			// the one remembered; it matters until the endorsement is
+			// recorded.
+			rs.PreviousServiceCert = prevCert
+			if err := writeRecoveryState(fsys, dir, rs); err != nil {
+				return err
+			}
+		}
+		logger.Info("resuming a recovered node", slog.String("dir", dir))
+		return nil
+	}
+	if rc.PreviousLedgerDir == "" {
+		return errors.New("recover: the previous ledger directory is required")
 	}
 	if err := vfs.MkdirAllDurable(fsys, dir, 0o700); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -109,12 +119,8 @@ func prepareRecovery(fsys vfs.FS, dir string, rc *RecoveryConfig, sans []string,
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	b, err := json.MarshalIndent(recoveryState{PreviousLastSeqno: last, PreviousServiceCert: prevCert, LastSignerCert: signer}, "", "  ")
-	if err != nil {
+	if err := writeRecoveryState(fsys, dir, &recoveryState{PreviousLastSeqno: last, PreviousServiceCert: prevCert, LastSignerCert: signer}); err != nil {
 		return err
-	}
-	if err := vfs.WriteFileDurable(fsys, filepath.Join(dir, RecoveryFile), b, 0o644); err != nil {
-		return fmt.Errorf("recover: write %s: %w", RecoveryFile, err)
 	}
 	if _, err := node.Init(fsys, dir, node.InitOptions{SANs: sans}); err != nil {
 		return fmt.Errorf("recover: %w", err)
@@ -194,6 +200,17 @@ func signerCert(fsys vfs.FS, dir string, seqno uint64) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("entry %d is not a signature transaction", seqno)
+}
+
+func writeRecoveryState(fsys vfs.FS, dir string, rs *recoveryState) error {
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := vfs.WriteFileDurable(fsys, filepath.Join(dir, RecoveryFile), b, 0o644); err != nil {
+		return fmt.Errorf("recover: write %s: %w", RecoveryFile, err)
+	}
+	return nil
 }
 
 // loadRecoveryState reads RecoveryFile; nil when the node is not a

@@ -5,7 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/gov"
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/node"
 
 	"github.com/parleyhq/parley/internal/vfs"
 )
@@ -68,4 +74,67 @@ func TestRecoverRefusesAnOrdinaryNode(t *testing.T) {
 	if err == nil {
 		t.Fatal("recovery into an ordinary node's directory accepted")
 	}
+}
+
+// runStopped runs srv with a cancelled context: it serves nothing and
+// closes cleanly.
+func runStopped(t *testing.T, srv *Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverChecksThePreviousCertificate: a previous service certificate
+// that did not endorse the old ledger's signing node is refused; given
+// again, the right one (or none: the ledger records it) recovers, and the
+// node is Recovering.
+func TestRecoverChecksThePreviousCertificate(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	old := t.TempDir()
+	srv, err := Start(Config{DataDir: old, ListenAddress: "127.0.0.1:0"}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStopped(t, srv)
+	other, err := identity.NewService("Other Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.pem")
+	if err := os.WriteFile(wrong, identity.EncodeCertPEM(other.CertDER), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newDir := filepath.Join(t.TempDir(), "new")
+	rc := &RecoveryConfig{PreviousLedgerDir: filepath.Join(old, node.LedgerDir), PreviousServiceCert: wrong}
+	if _, err := Start(Config{DataDir: newDir, ListenAddress: "127.0.0.1:0", Recovery: rc}, logger); err == nil || !strings.Contains(err.Error(), "did not endorse") {
+		t.Fatalf("recovery with a wrong previous certificate: err = %v", err)
+	}
+	rc.PreviousServiceCert = filepath.Join(old, node.ServiceCertFile)
+	srv, err = Start(Config{DataDir: newDir, ListenAddress: "127.0.0.1:0", Recovery: rc}, logger)
+	if err != nil {
+		t.Fatalf("recovery with the right certificate given again: %v", err)
+	}
+	if got := srv.serviceStatus(); got != gov.ServiceRecovering {
+		t.Errorf("status %q, want Recovering", got)
+	}
+	prev := srv.gov.PreviousIdentities()
+	oldCert, _ := os.ReadFile(filepath.Join(old, node.ServiceCertFile))
+	if len(prev) != 1 || prev[0].Cert != string(oldCert) {
+		t.Fatalf("previous identities = %+v, want the old service certificate", prev)
+	}
+	runStopped(t, srv)
+
+	// Without a certificate, the one the old ledger records is endorsed.
+	third := filepath.Join(t.TempDir(), "third")
+	srv, err = Start(Config{DataDir: third, ListenAddress: "127.0.0.1:0", Recovery: &RecoveryConfig{PreviousLedgerDir: filepath.Join(old, node.LedgerDir)}}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev := srv.gov.PreviousIdentities(); len(prev) != 1 || prev[0].Cert != string(oldCert) {
+		t.Errorf("previous identities = %+v, want the recorded certificate", prev)
+	}
+	runStopped(t, srv)
 }
