@@ -678,6 +678,10 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 			if private, err = sec.Open(&p, id); err != nil {
 				return fmt.Errorf("entry %s: %w", id, err)
 			}
+		} else if err := p.CheckNonce(id); err != nil {
+			// The closed domain of a recovered ledger: what Open would
+			// check without the secret.
+			return fmt.Errorf("entry %s: %w", id, err)
 		}
 		if ws, err = decodeWriteSets(p.Public, private); err != nil {
 			return fmt.Errorf("entry %s: %w", id, err)
