@@ -284,8 +284,25 @@ func TestDisasterRecovery(t *testing.T) {
 		}
 	}
 	checkEntries(r, "after recovery")
+	resp, body := r.do("GET", "/gov/service/previous_identities", nil)
+	var prev struct {
+		PreviousIdentities []struct {
+			Cert, Endorsement string
+			LastSeqno         uint64
+		} `json:"previousIdentities"`
+	}
+	if resp.StatusCode != 200 || json.Unmarshal(body, &prev) != nil || len(prev.PreviousIdentities) != 1 {
+		t.Fatalf("GET /gov/service/previous_identities: %d %s", resp.StatusCode, body)
+	}
+	if oldPEM, _ := os.ReadFile(filepath.Join(keys, "service_cert.pem")); prev.PreviousIdentities[0].Cert != string(oldPEM) {
+		t.Errorf("previous identity = %s, want the old service certificate", prev.PreviousIdentities[0].Cert)
+	}
 
 	newCert := readCert(t, filepath.Join(newDir, "service_cert.pem"))
+	copyFiles(t, newDir, base, "service_cert.pem")
+	if err := os.Rename(filepath.Join(base, "service_cert.pem"), filepath.Join(base, "first-recovered-cert.pem")); err != nil {
+		t.Fatal(err)
+	}
 	oldCert := readCert(t, filepath.Join(keys, "service_cert.pem"))
 	endorsementsFile := filepath.Join(base, "endorsements.pem")
 	for i, e := range entries {
@@ -332,7 +349,7 @@ func TestDisasterRecovery(t *testing.T) {
 	// certificate without endorsements.
 	newID := appendEntry(t, r, "after recovery")
 	entries = append(entries, entry{newID, "after recovery"})
-	resp, body := r.do("GET", "/app/transactions/"+newID+"/receipt?api-version=2022-05-13", nil)
+	resp, body = r.do("GET", "/app/transactions/"+newID+"/receipt?api-version=2022-05-13", nil)
 	var tr api.TransactionReceipt
 	if resp.StatusCode != 200 || json.Unmarshal(body, &tr) != nil {
 		t.Fatalf("receipt of the new entry: %d %s", resp.StatusCode, body)
@@ -417,8 +434,13 @@ func TestDisasterRecovery(t *testing.T) {
 		t.Fatalf("stop the twice-recovered node: %v", err)
 	}
 	out, err = runParley(t, "verify", "--ledger", filepath.Join(thirdDir, "ledger"), "--service-cert", filepath.Join(thirdDir, "service_cert.pem"), "-q")
-	if err != nil || !strings.HasPrefix(out, "ledger OK") {
+	if err != nil || !strings.HasPrefix(out, "ledger OK") || !strings.Contains(out, "note: 2 signing node certificates of previous service identities") {
 		t.Fatalf("parley verify of the twice-recovered ledger: %v: %s", err, out)
+	}
+	// The same ledger does not verify against the first recovered
+	// service's certificate alone: the third service's nodes are not its.
+	if out, err := runParley(t, "verify", "--ledger", filepath.Join(thirdDir, "ledger"), "--service-cert", filepath.Join(base, "first-recovered-cert.pem"), "-q"); err == nil {
+		t.Fatalf("the twice-recovered ledger verifies against the first recovered service's certificate: %s", out)
 	}
 }
 

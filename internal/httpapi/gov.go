@@ -46,6 +46,7 @@ func (h *Handler) govRoutes(routes map[string]endpoint) {
 	routes["GET /gov/members"] = endpoint{app.RoleNone, false, false, h.listGovMembers}
 	routes["GET /gov/recovery/share"] = endpoint{app.RoleNone, false, false, h.getRecoveryShare}
 	routes["POST /gov/recovery/share"] = endpoint{app.RoleNone, false, false, h.postRecoveryShare}
+	routes["GET /gov/service/previous_identities"] = endpoint{app.RoleNone, false, false, h.listPreviousIdentities}
 }
 
 // govWrite runs a signed governance write and waits until it is committed.

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"net/http"
+
+	"github.com/parleyhq/parley/internal/gov"
 )
 
 // postRecoveryShare serves POST /gov/recovery/share: a member's signed
@@ -25,4 +27,21 @@ func (h *Handler) postRecoveryShare(c *call) (any, int, error) {
 		return nil, 0, err
 	}
 	return st, http.StatusOK, nil
+}
+
+// listPreviousIdentities serves GET /gov/service/previous_identities: the
+// previous service identities a recovered service endorses, with their
+// endorsements, for verifying receipts issued before a recovery
+// (`parley receipt verify --service-endorsements`). Members and users.
+func (h *Handler) listPreviousIdentities(c *call) (any, int, error) {
+	if err := h.authenticateGovReader(c); err != nil {
+		return nil, 0, err
+	}
+	ids := h.cfg.Gov.PreviousIdentities()
+	if ids == nil {
+		ids = []gov.PreviousIdentity{}
+	}
+	return struct {
+		PreviousIdentities []gov.PreviousIdentity `json:"previousIdentities"`
+	}{ids}, http.StatusOK, nil
 }

@@ -57,6 +57,10 @@ type Report struct {
 	LastSigned   ledger.TxID // the last signature transaction
 	UnsignedTail uint64      // entries after the last signature (not yet covered)
 	Root         string      // hex root signed by the last signature
+	// PreviousIdentities is the number of signing node certificates of
+	// previous service identities, which chain to the service certificate
+	// through endorsements the ledger records (after disaster recovery).
+	PreviousIdentities int
 }
 
 // Options tune a verification run.
@@ -338,6 +342,7 @@ func (v *verifier) checkPending() error {
 		if err := receipt.VerifyChain(c, chain, v.service); err != nil {
 			return &Error{TxID: ledger.TxID{Seqno: seqno}, Err: fmt.Errorf("signing node certificate: %w", err)}
 		}
+		v.report.PreviousIdentities++
 	}
 	return nil
 }
