@@ -2,14 +2,22 @@ package engine
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
+	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/receipt"
+	"github.com/parleyhq/parley/internal/verify"
 	"github.com/parleyhq/parley/internal/vfs"
 )
 
@@ -230,4 +238,85 @@ func TestEndorsementsFor(t *testing.T) {
 			t.Errorf("endorsementsFor(%d) = %s, want %s", c.sig, got, c.want)
 		}
 	}
+}
+
+// TestVerifyRecoveredLedger: a recovered ledger verifies against the new
+// service certificate once it records the new service's endorsement of
+// the old identity, and not before; a receipt of an old transaction
+// carries the endorsement and verifies against the new certificate.
+func TestVerifyRecoveredLedger(t *testing.T) {
+	old := newTestNode(t, vfs.OS{}, t.TempDir())
+	e := old.open(t)
+	a := put(t, e, "private:m", "a", "old")
+	waitCommitted(t, e, a)
+	latest := e.LedgerSecret()
+	e.Close()
+
+	neu := newTestNode(t, vfs.OS{}, t.TempDir())
+	dir := neu.config().Dir
+	copyDir(t, old.config().Dir, dir)
+	last, err := TruncateToLastSignature(vfs.OS{}, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := neu.config()
+	cfg.Secret, cfg.Secrets = nil, []Epoch{{From: last + 1, Secret: neu.id.Secret}}
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, r, put(t, r, "public:p", "x", "recovering"))
+	r.Close()
+	if _, err := verify.Ledger(vfs.OS{}, dir, neu.id.Service.Cert, verify.Options{}); err == nil {
+		t.Fatal("a recovered ledger without an endorsement verifies against the new certificate")
+	}
+
+	r, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := neu.id.Service.EndorseService(old.id.Service.Cert.PublicKey.(*ecdsa.PublicKey), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endorsement := string(identity.EncodeCertPEM(der))
+	rec, _ := json.Marshal(map[string]any{"endorsement": endorsement, "lastSeqno": last})
+	waitCommitted(t, r, put(t, r, verify.PreviousIdentitiesMap, strconv.FormatUint(last, 10), string(rec)))
+	r.SetServiceEndorsements([]ServiceEndorsement{{Cert: endorsement, LastSeqno: last}})
+	tx := r.Begin()
+	rs, err := r.PrepareRestore(tx, latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, r, mustCommitRestore(t, r, tx, rs))
+	rc, err := r.Receipt(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.ServiceEndorsements) != 1 {
+		t.Fatalf("receipt of an old transaction has %d endorsements, want 1", len(rc.ServiceEndorsements))
+	}
+	if err := receipt.Verify(rc, neu.id.Service.Cert); err != nil {
+		t.Errorf("receipt of an old transaction against the new certificate: %v", err)
+	}
+	r.Close()
+	rep, err := verify.Ledger(vfs.OS{}, dir, neu.id.Service.Cert, verify.Options{})
+	if err != nil {
+		t.Fatalf("recovered ledger with its endorsement: %v", err)
+	}
+	if rep.PreviousIdentities != 1 {
+		t.Errorf("report counts %d previous-identity signers, want 1", rep.PreviousIdentities)
+	}
+	if _, err := verify.Ledger(vfs.OS{}, dir, old.id.Service.Cert, verify.Options{}); err == nil {
+		t.Error("the recovered ledger verifies against the old certificate, which did not sign its new part")
+	}
+}
+
+func mustCommitRestore(t *testing.T, e *Engine, tx *kv.Tx, rs *Restoration) ledger.TxID {
+	t.Helper()
+	id, err := e.CommitRestore(context.Background(), tx, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
