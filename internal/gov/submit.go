@@ -158,11 +158,15 @@ func (s *Service) SubmitRecoveryShare(ctx context.Context, body []byte) (*Recove
 	if st.SubmittedShares < w.Threshold {
 		return st, id, nil
 	}
-	rid, err := s.restore(ctx, w)
+	// The restore reads the whole old ledger: it must not stop, and lose
+	// the shares, because the caller who happened to complete the
+	// threshold went away.
+	rctx := context.WithoutCancel(ctx)
+	rid, err := s.restore(rctx, w)
 	if err != nil {
 		s.submitted.discard()
 		s.log.Warn("recovery failed; the submitted shares were discarded", slog.Any("error", err))
-		if _, cerr := s.clearSubmitted(ctx); cerr != nil {
+		if _, cerr := s.clearSubmitted(rctx); cerr != nil {
 			s.log.Warn("clear the submitted shares record", slog.Any("error", cerr))
 		}
 		return nil, ledger.TxID{}, fmt.Errorf("%w: %v; every submitted share was discarded: submit again", ErrRecoveryFailed, err)
