@@ -289,16 +289,27 @@ proposalId and state.`,
 // machine.
 func newGovShareCmd(f *govFlags) *cobra.Command {
 	var encKey string
+	var submit bool
 	cmd := &cobra.Command{
 		Use:   "share",
-		Short: "Fetch and decrypt your recovery share, printed in base64",
+		Short: "Fetch and decrypt your recovery share; print it, or submit it to a recovering service",
 		Long: `Fetches the member's recovery share (GET /gov/recovery/share), encrypted to
 its encryption key with RSA-OAEP-256, and decrypts it locally with
 --member-enc-key (default: the --member-cert path with _cert.pem replaced by
 _enc_privk.pem, as CCF's sandbox names the files). Prints the share in
-base64: what the member will submit to recover the service. Keep it secret.`,
-		Example: `  parley gov share --member-cert parley-dev/member1_cert.pem --member-key parley-dev/member1_privk.pem`,
-		Args:    cobra.NoArgs,
+base64: what the member will submit to recover the service. Keep it secret.
+
+With --submit, it submits the decrypted share instead, to a service started
+with parley node --recover (POST /gov/recovery/share, a signed
+recovery_share request), and prints the recovery's progress as JSON:
+{"memberId","submittedShares","threshold","serviceStatus"}. The share is
+fetched from the recovering service, which serves the old service's shares
+from the recovered ledger. Once a threshold of members have submitted, the
+private state is restored and serviceStatus is "Open".`,
+		Example: `  parley gov share --member-cert parley-dev/member1_cert.pem --member-key parley-dev/member1_privk.pem
+  parley gov share --submit --endpoint https://127.0.0.1:8001 --cacert new/service_cert.pem \
+    --member-cert keys/member1_cert.pem --member-key keys/member1_privk.pem`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.resolve()
 			if err != nil {
@@ -341,10 +352,28 @@ base64: what the member will submit to recover the service. Keep it secret.`,
 				return fmt.Errorf("share of member %s with %s: %w", r.MemberID, encKey, err)
 			}
 			defer clear(share)
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(share))
+			if !submit {
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(share))
+				return err
+			}
+			body, err := json.Marshal(gov.ShareBody{Share: share})
+			if err != nil {
+				return err
+			}
+			defer clear(body)
+			signed, err := c.sign(gov.TypeRecoveryShare, "", body)
+			if err != nil {
+				return err
+			}
+			out, err = c.do(ctx, http.MethodPost, "/gov/recovery/share", signed)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(out))
 			return err
 		},
 	}
 	cmd.Flags().StringVar(&encKey, "member-enc-key", "", "member encryption private key PEM (RSA)")
+	cmd.Flags().BoolVar(&submit, "submit", false, "submit the share to a recovering service instead of printing it")
 	return cmd
 }

@@ -14,7 +14,8 @@ import (
 )
 
 func newNodeCmd() *cobra.Command {
-	var configPath string
+	var configPath, prevLedger, prevCert string
+	var recoverMode bool
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a Parley node from a configuration file",
@@ -25,7 +26,20 @@ On first start the data directory is created with a new service: the service
 and node identities, and user0 (Administrator) and member0 certificates and
 keys, as parley dev does. With a "cluster" section the node is one voter of
 a static cluster whose directories parley node init-cluster made; the
-attested join of new nodes is not built yet.`,
+attested join of new nodes is not built yet.
+
+With --recover (disaster recovery), the node starts a NEW service from an old
+service's ledger directory (--previous-ledger): it makes a new service and
+node identity in the configuration's dataDir (which must be new), copies the
+old ledger there, cuts it after its last signature transaction, and opens it
+with the old private state closed (service status Recovering: governance and
+public reads only; the application answers 503 ServiceRecovering). The new
+service records its certificate and its endorsement of the previous service
+identity (from --previous-service-cert, or as the old ledger records it), so
+receipts issued before the disaster verify against the new service
+certificate. Members then submit their recovery shares (parley gov share
+--submit); at the threshold the private state is restored and the service
+opens. Restarting a recovered node needs no flag and no shares.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -34,6 +48,22 @@ attested join of new nodes is not built yet.`,
 			cfg, err := server.LoadConfig(configPath)
 			if err != nil {
 				return &exitError{code: 2, err: err}
+			}
+			if recoverMode {
+				if prevLedger == "" && cfg.Recovery == nil {
+					return &exitError{code: 2, err: errors.New("--recover needs --previous-ledger (or a recovery section in the configuration)")}
+				}
+				if cfg.Recovery == nil {
+					cfg.Recovery = &server.RecoveryConfig{}
+				}
+				if prevLedger != "" {
+					cfg.Recovery.PreviousLedgerDir = prevLedger
+				}
+				if prevCert != "" {
+					cfg.Recovery.PreviousServiceCert = prevCert
+				}
+			} else if prevLedger != "" || prevCert != "" {
+				return &exitError{code: 2, err: errors.New("--previous-ledger and --previous-service-cert go with --recover")}
 			}
 			logger, err := server.NewLogger(cmd.ErrOrStderr(), cfg.LogFormat, cfg.LogLevel)
 			if err != nil {
@@ -47,6 +77,9 @@ attested join of new nodes is not built yet.`,
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (JSON)")
+	cmd.Flags().BoolVar(&recoverMode, "recover", false, "start a new service from an old service's ledger (disaster recovery)")
+	cmd.Flags().StringVar(&prevLedger, "previous-ledger", "", "with --recover: the old service's ledger directory")
+	cmd.Flags().StringVar(&prevCert, "previous-service-cert", "", "with --recover: the old service certificate (PEM), if the old ledger does not record it")
 	cmd.AddCommand(newInitClusterCmd())
 	return cmd
 }

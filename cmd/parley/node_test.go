@@ -47,3 +47,36 @@ func TestInitClusterCLI(t *testing.T) {
 		t.Errorf("init-cluster without --dir: exit %d (%v), want 2", got, err)
 	}
 }
+
+// TestNodeRecoverFlags: the recovery flags go together, and a recovery
+// into a directory that holds a service that is not a recovered one is
+// refused before anything is changed.
+func TestNodeRecoverFlags(t *testing.T) {
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(cfgPath, []byte(`{"dataDir":`+strconvQuote(dataDir)+`,"listenAddress":"127.0.0.1:0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"previous ledger without --recover", []string{"node", "--config", cfgPath, "--previous-ledger", "x"}},
+		{"previous cert without --recover", []string{"node", "--config", cfgPath, "--previous-service-cert", "x"}},
+		{"--recover without a previous ledger", []string{"node", "--config", cfgPath, "--recover"}},
+	}
+	for _, c := range cases {
+		_, _, err := runCLI(t, "", c.args...)
+		if got := exitCode(err); got != 2 {
+			t.Errorf("%s: exit %d (%v), want 2", c.name, got, err)
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("refused invocations made %s: %v", dataDir, err)
+	}
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,7 @@ func newReceiptCmd() *cobra.Command {
 }
 
 func newReceiptVerifyCmd() *cobra.Command {
-	var serviceCert string
+	var serviceCert, endorsementsFile string
 	cmd := &cobra.Command{
 		Use:   "verify RECEIPT.json --service-cert FILE",
 		Short: "Verify a write receipt offline",
@@ -47,6 +48,14 @@ transaction id against the commit evidence. Receipts from Parley and from
 Azure Confidential Ledger are both accepted, in camelCase or the older
 snake_case.
 
+A receipt issued before a disaster recovery carries no endorsements; to check
+it against the recovered service's certificate, give --service-endorsements:
+a PEM file of the endorsement certificates, oldest first (the
+serviceEndorsements of a receipt of the same transaction fetched from the
+recovered service, or the "endorsement" of each record in the ledger's
+public:ccf.gov.service.previous_identities map). They are used only when the
+receipt has none of its own.
+
 Prints one line, "receipt OK: …" or "receipt INVALID: <reason>". Exits 0 if
 the receipt is valid, 1 if it is not, and 2 if a file cannot be read or the
 command is misused.`,
@@ -62,10 +71,11 @@ command is misused.`,
 			if serviceCert == "" {
 				return &exitError{code: 2, err: errors.New("receipt verify: --service-cert is required")}
 			}
-			return runReceiptVerify(cmd.OutOrStdout(), args[0], serviceCert)
+			return runReceiptVerify(cmd.OutOrStdout(), args[0], serviceCert, endorsementsFile)
 		},
 	}
 	cmd.Flags().StringVar(&serviceCert, "service-cert", "", "PEM file of the service certificate to verify against (required)")
+	cmd.Flags().StringVar(&endorsementsFile, "service-endorsements", "", "PEM file of service endorsements, oldest first, for a receipt issued before a recovery")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: 2, err: err}
 	})
@@ -78,7 +88,27 @@ type receiptReportedError struct{ err error }
 func (e *receiptReportedError) Error() string { return "" }
 func (e *receiptReportedError) Unwrap() error { return e.err }
 
-func runReceiptVerify(w io.Writer, receiptPath, certPath string) error {
+func runReceiptVerify(w io.Writer, receiptPath, certPath, endorsementsPath string) error {
+	var endorsements []string
+	if endorsementsPath != "" {
+		b, err := readReceiptFile(endorsementsPath)
+		if err != nil {
+			return &exitError{code: 2, err: err}
+		}
+		for rest := b; ; {
+			var blk *pem.Block
+			blk, rest = pem.Decode(rest)
+			if blk == nil {
+				break
+			}
+			if blk.Type == "CERTIFICATE" {
+				endorsements = append(endorsements, string(pem.EncodeToMemory(blk)))
+			}
+		}
+		if len(endorsements) == 0 {
+			return &exitError{code: 2, err: fmt.Errorf("%s holds no PEM certificate", endorsementsPath)}
+		}
+	}
 	certPEM, err := readReceiptFile(certPath)
 	if err != nil {
 		return &exitError{code: 2, err: err}
@@ -92,6 +122,9 @@ func runReceiptVerify(w io.Writer, receiptPath, certPath string) error {
 		return &exitError{code: 2, err: err}
 	}
 	tr, err := decodeReceiptDoc(doc)
+	if err == nil && tr.Receipt != nil && len(tr.Receipt.ServiceEndorsements) == 0 {
+		tr.Receipt.ServiceEndorsements = endorsements
+	}
 	if err == nil {
 		err = receipt.VerifyTransactionReceipt(tr, cert)
 	}

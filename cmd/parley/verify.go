@@ -61,6 +61,9 @@ transaction id or chunk and says what is wrong.`,
 			elapsed := time.Since(start)
 			fmt.Fprintf(out, "ledger OK: %d transactions in %d chunks (%d bytes), %d signatures, last signed at %s, root %s\n",
 				rep.Entries, rep.Chunks, rep.Bytes, rep.Signatures, rep.LastSigned, rep.Root)
+			if rep.PreviousIdentities > 0 {
+				fmt.Fprintf(out, "note: %d signing node certificates of previous service identities chain to the service certificate through the endorsements the ledger records\n", rep.PreviousIdentities)
+			}
 			if rep.UnsignedTail > 0 {
 				fmt.Fprintf(out, "note: %d transactions after the last signature are not yet covered by one\n", rep.UnsignedTail)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/node"
 	"github.com/parleyhq/parley/internal/verify"
@@ -47,6 +49,25 @@ func TestCrashWriterProcess(t *testing.T) {
 	out := bufio.NewWriter(os.Stdout)
 	var mu sync.Mutex
 	pid := os.Getpid()
+	// Rotate the ledger secret now and then, so that kills land around
+	// rotations too and replay must follow them.
+	go func() {
+		tick := time.NewTicker(150 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			tx := e.Begin()
+			raw, err := e.PrepareRotation(tx)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+			clear(raw)
+			if _, err := e.Commit(context.Background(), tx, CommitOptions{}); err != nil && !errors.Is(err, kv.ErrConflict) {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+		}
+	}()
 	for w := 0; w < 16; w++ {
 		go func() {
 			for i := 0; ; i++ {
@@ -169,5 +190,11 @@ func TestCrashKill(t *testing.T) {
 			t.Fatalf("round %d: ledger does not verify: %v", round, err)
 		}
 	}
-	t.Logf("%d committed transactions checked across 20 kills", len(reported))
+	e := n.open(t)
+	rotations := len(e.Epochs()) - 1
+	e.Close()
+	if rotations == 0 {
+		t.Error("no ledger secret rotation survived the 20 rounds")
+	}
+	t.Logf("%d committed transactions checked across 20 kills, %d rotations", len(reported), rotations)
 }

@@ -44,4 +44,17 @@
 // they commit, as in CCF: a primary executes against the latest state, and a
 // backup applies each entry as it arrives. An uncommitted suffix that a new
 // leader overwrites is rolled back in the store, the tree and the files.
+//
+// # Ledger secrets
+//
+// The engine keeps the ledger secrets as a list of epochs (first seqno,
+// secret) and seals, opens and computes the commit evidence of each entry
+// with the secret of its seqno (secrets.go). A rotation is a transaction
+// that writes the next secret in a private map (PrepareRotation): the
+// engine learns it when it sequences or applies that entry, and it seals
+// from the next seqno on; rolling the entry back drops it. A ledger
+// recovered from another service opens with the private domain before its
+// first epoch closed: public write sets only, private writes refused,
+// until PrepareRestore and CommitRestore apply the old private state with
+// the old secrets, in one transaction that replay repeats (recovery.go).
 package engine

@@ -58,8 +58,13 @@ type Config struct {
 	Dir string
 	// FS is the file system, vfs.OS{} by default.
 	FS vfs.FS
-	// Secret is the ledger secret that seals private write sets.
+	// Secret is the ledger secret that seals private write sets from seqno
+	// 1, unless Secrets is set.
 	Secret *ledger.Secret
+	// Secrets, when set, are the ledger secrets by first seqno (see
+	// secrets.go). A first From above 1 opens a recovered ledger with the
+	// private domain before it closed (see Restore).
+	Secrets []Epoch
 	// NodeKey signs the Merkle root in signature transactions.
 	NodeKey *ecdsa.PrivateKey
 	// NodeCertPEM is the node certificate, endorsed by the service key; it
@@ -194,6 +199,8 @@ type Engine struct {
 	commitWake chan struct{} // closed and replaced when committed advances
 	closeOnce  sync.Once
 	metrics    Metrics
+	// keys are the ledger secrets by seqno (secrets.go), guarded by mu.
+	keys secretState
 }
 
 // termStart records the first index of each term in the log, so the term of
@@ -201,10 +208,12 @@ type Engine struct {
 type termStart struct{ term, index uint64 }
 
 type request struct {
-	tx    *kv.Tx
-	ws    *kv.WriteSet     // tx's writes, for the Observer
-	prep  *ledger.Prepared // the payload, laid out by the submitter
-	reply chan result
+	tx      *kv.Tx
+	rotate  *ledger.Secret   // the secret this rotation introduces
+	restore *restoreOp       // set for the transaction that restores private state
+	ws      *kv.WriteSet     // tx's writes, for the Observer
+	prep    *ledger.Prepared // the payload, laid out by the submitter
+	reply   chan result
 }
 
 type result struct {
@@ -214,8 +223,8 @@ type result struct {
 
 // Open replays the ledger in cfg.Dir into memory and starts the engine.
 func Open(cfg Config) (*Engine, error) {
-	if cfg.Secret == nil || cfg.NodeKey == nil || len(cfg.NodeCertPEM) == 0 {
-		return nil, errors.New("engine: Secret, NodeKey and NodeCertPEM are required")
+	if cfg.NodeKey == nil || len(cfg.NodeCertPEM) == 0 {
+		return nil, errors.New("engine: NodeKey and NodeCertPEM are required")
 	}
 	if cfg.FS == nil {
 		cfg.FS = vfs.OS{}
@@ -273,6 +282,10 @@ func Open(cfg Config) (*Engine, error) {
 		sigCache:   make(map[uint64]*ledger.Signature),
 		unwritten:  make(map[uint64][]byte),
 		commitWake: make(chan struct{}),
+	}
+	if err := e.initSecrets(&cfg); err != nil {
+		log.Close()
+		return nil, err
 	}
 	if err := e.replay(); err != nil {
 		log.Close()
@@ -358,6 +371,10 @@ func (e *Engine) Begin() *kv.Tx { return e.store.Begin() }
 // kv.ErrConflict; the caller may run it again. A read-only transaction is
 // not sequenced: Commit returns the id of the last applied transaction.
 func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (ledger.TxID, error) {
+	return e.commit(ctx, tx, opts, nil)
+}
+
+func (e *Engine) commit(ctx context.Context, tx *kv.Tx, opts CommitOptions, restore *restoreOp) (ledger.TxID, error) {
 	if err := tx.Err(); err != nil {
 		return ledger.TxID{}, err
 	}
@@ -369,6 +386,10 @@ func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (led
 	// sequencer.
 	ws := tx.WriteSet()
 	pub, priv := ws.Split()
+	rotate, err := e.checkPrivate(priv, restore != nil)
+	if err != nil {
+		return ledger.TxID{}, err
+	}
 	appendPrivate := func(b []byte) ([]byte, error) { return b, nil }
 	if !priv.Empty() {
 		appendPrivate = priv.AppendBinary
@@ -380,7 +401,7 @@ func (e *Engine) Commit(ctx context.Context, tx *kv.Tx, opts CommitOptions) (led
 	if prep.Size() > MaxTxSize {
 		return ledger.TxID{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, prep.Size())
 	}
-	req := &request{tx: tx, ws: ws, prep: prep, reply: make(chan result, 1)}
+	req := &request{tx: tx, ws: ws, prep: prep, rotate: rotate, restore: restore, reply: make(chan result, 1)}
 	select {
 	case e.submit <- req:
 	case <-e.stop:

@@ -50,6 +50,21 @@ func runToCuts(t *testing.T, skipSync bool) ([]cut, map[ledger.TxID]string) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 40; i++ {
+				if w == 0 && i%13 == 5 {
+					// A ledger secret rotation among the writes: replay
+					// after every cut must follow it.
+					tx := e.Begin()
+					raw, err := e.PrepareRotation(tx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					clear(raw)
+					if _, err := e.Commit(context.Background(), tx, CommitOptions{}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
 				v := fmt.Sprintf("writer %d value %d", w, i)
 				tx := e.Begin()
 				tx.Put("private:m", fmt.Sprintf("%d/%d", w, i), []byte(v))

@@ -41,7 +41,11 @@ func (e *Engine) Read(id ledger.TxID) (*Record, error) {
 	if p.Kind == ledger.KindNoop {
 		return rec, nil
 	}
-	private, err := e.cfg.Secret.Open(&p, id)
+	sec := e.secretFor(id.Seqno)
+	if sec == nil {
+		return nil, fmt.Errorf("%s: %w", id, ErrPrivateClosed)
+	}
+	private, err := sec.Open(&p, id)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", id, err)
 	}
@@ -97,6 +101,10 @@ func (e *Engine) Receipt(id ledger.TxID) (*api.Receipt, error) {
 	if p.Kind == ledger.KindSignature {
 		return nil, fmt.Errorf("%s: %w", id, ErrSignatureTx)
 	}
+	sec := e.secretFor(id.Seqno)
+	if sec == nil {
+		return nil, fmt.Errorf("%s: %w", id, ErrPrivateClosed)
+	}
 	sigSeqno, path, err := e.pathToSignature(id.Seqno)
 	if err != nil {
 		return nil, err
@@ -117,9 +125,9 @@ func (e *Engine) Receipt(id ledger.TxID) (*api.Receipt, error) {
 	leaf := receipt.LeafParts{
 		WriteSetDigest: p.WriteSetDigest(),
 		ClaimsDigest:   p.ClaimsDigest,
-		CommitEvidence: e.cfg.Secret.CommitEvidence(id),
+		CommitEvidence: sec.CommitEvidence(id),
 	}
-	return receipt.New([]byte(sig.Cert), sig.NodeID, leaf, proof, sig.Sig, e.cfg.ServiceEndorsements), nil
+	return receipt.New([]byte(sig.Cert), sig.NodeID, leaf, proof, sig.Sig, e.endorsementsFor(sigSeqno)), nil
 }
 
 // pathToSignature finds the first signature after seqno and the audit path

@@ -317,7 +317,7 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	// id; a conflict costs no seqno.
 	todo := make([]sealing, 0, len(batch))
 	for i, r := range batch {
-		if err := e.store.Commit(r.tx, kv.Version(next)); err != nil {
+		if err := e.commitToStore(r, next); err != nil {
 			if errors.Is(err, kv.ErrConflict) {
 				e.metrics.Conflicts.Add(1)
 			}
@@ -327,7 +327,8 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 		todo = append(todo, sealing{req: i, id: ledger.TxID{View: view, Seqno: next}})
 		next++
 	}
-	if err := e.sealAll(batch, todo); err != nil {
+	rotations, err := e.sealAll(batch, todo)
+	if err != nil {
 		// Nothing was proposed: undo the store and refuse the batch.
 		e.mustRollbackStore(start)
 		for _, t := range todo {
@@ -338,6 +339,9 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	var seqErr error
 	e.mu.Lock()
 	for _, t := range todo {
+		if rs := batch[t.req].restore; rs != nil {
+			e.restoredLocked(rs)
+		}
 		e.tree.Append(t.leaf)
 		e.unwritten[t.id.Seqno] = t.payload
 		st.held = append(st.held, pb.Entry{Term: view, Index: t.id.Seqno, Type: pb.EntryNormal, Data: t.payload})
@@ -346,6 +350,7 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	if len(todo) > 0 {
 		e.lastIndex = next - 1
 		e.noteTermLocked(view, start+1)
+		e.keys.epochs = append(e.keys.epochs, rotations...)
 	}
 	st.sinceSig += len(todo)
 	due := st.sinceSig > 0 && (forceSig || st.sinceSig >= e.cfg.SignatureTxCount || e.signatureDue(st))
@@ -366,6 +371,9 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 	e.metrics.Transactions.Add(uint64(len(todo)))
 	if e.cfg.Observer != nil {
 		for _, t := range todo {
+			if batch[t.req].restore != nil {
+				e.reobserve(t.id.Seqno - 1)
+			}
 			e.cfg.Observer.Applied(t.id, ledger.KindTx, batch[t.req].ws)
 		}
 	}
@@ -430,18 +438,32 @@ type sealing struct {
 	leaf    [32]byte
 }
 
-// sealAll completes the prepared payloads of todo with their ids. (Splitting
-// it between two goroutines measured no better on two shared cores: the
-// submitters and the append thread keep the other core busy.)
-func (e *Engine) sealAll(batch []*request, todo []sealing) error {
+// sealAll completes the prepared payloads of todo with their ids, each
+// under the secret of its seqno, and returns the epochs the rotations among
+// them start. (Splitting it between two goroutines measured no better on
+// two shared cores: the submitters and the append thread keep the other
+// core busy.)
+func (e *Engine) sealAll(batch []*request, todo []sealing) ([]Epoch, error) {
+	if len(todo) == 0 {
+		return nil, nil
+	}
+	sec := e.secretFor(todo[0].id.Seqno)
+	var rotations []Epoch
 	for k := range todo {
 		t := &todo[k]
+		if sec == nil {
+			return nil, fmt.Errorf("seal %s: %w", t.id, ErrPrivateClosed)
+		}
 		var err error
-		if t.payload, t.leaf, err = e.cfg.Secret.SealPrepared(batch[t.req].prep, t.id); err != nil {
-			return err
+		if t.payload, t.leaf, err = sec.SealPrepared(batch[t.req].prep, t.id); err != nil {
+			return nil, err
+		}
+		if r := batch[t.req].rotate; r != nil {
+			sec = r
+			rotations = append(rotations, Epoch{From: t.id.Seqno + 1, Secret: r})
 		}
 	}
-	return nil
+	return rotations, nil
 }
 
 // signature builds the signature transaction at seqno, signing the root of
@@ -478,7 +500,12 @@ func (e *Engine) signature(st *seqState, view, seqno uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode signature write set: %w", err)
 	}
-	payload, leaf, err := e.cfg.Secret.Seal(nil, &ledger.Tx{ID: ledger.TxID{View: view, Seqno: seqno}, Kind: ledger.KindSignature, Public: pub})
+	sec := e.secretForLocked(seqno)
+	if sec == nil {
+		e.mustRollbackStore(seqno - 1)
+		return nil, fmt.Errorf("signature %d: %w", seqno, ErrPrivateClosed)
+	}
+	payload, leaf, err := sec.Seal(nil, &ledger.Tx{ID: ledger.TxID{View: view, Seqno: seqno}, Kind: ledger.KindSignature, Public: pub})
 	if err != nil {
 		e.mustRollbackStore(seqno - 1)
 		return nil, err
@@ -526,6 +553,7 @@ func (e *Engine) rollbackTo(index uint64) {
 		delete(e.sigCache, e.sigs[len(e.sigs)-1])
 		e.sigs = e.sigs[:len(e.sigs)-1]
 	}
+	e.trimSecretsLocked(index)
 	for len(e.terms) > 0 && e.terms[len(e.terms)-1].index > index {
 		e.terms = e.terms[:len(e.terms)-1]
 	}
@@ -640,22 +668,43 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 	}
 	id := ledger.TxID{View: term, Seqno: index}
 	var sig *ledger.Signature
+	var rotation *ledger.Secret
+	var restore *restoreOp
 	ws := &kv.WriteSet{}
+	sec := e.secretFor(index)
 	if p.Kind != ledger.KindNoop {
-		private, err := e.cfg.Secret.Open(&p, id)
-		if err != nil {
+		var private []byte
+		if sec != nil {
+			if private, err = sec.Open(&p, id); err != nil {
+				return fmt.Errorf("entry %s: %w", id, err)
+			}
+		} else if err := p.CheckNonce(id); err != nil {
+			// The closed domain of a recovered ledger: what Open would
+			// check without the secret.
 			return fmt.Errorf("entry %s: %w", id, err)
 		}
 		if ws, err = decodeWriteSets(p.Public, private); err != nil {
 			return fmt.Errorf("entry %s: %w", id, err)
+		}
+		if sec != nil {
+			if rotation, err = rotationIn(ws); err != nil {
+				return fmt.Errorf("entry %s: %w", id, err)
+			}
+			if restore, err = e.restoreIn(ws, rotation); err != nil {
+				return fmt.Errorf("entry %s: %w", id, err)
+			}
+		}
+		applied := ws
+		if restore != nil {
+			applied = kv.Merge(restore.private, ws)
 		}
 		if p.Kind == ledger.KindSignature {
 			if sig, err = signatureOf(ws); err != nil {
 				return fmt.Errorf("entry %s: %w", id, err)
 			}
 		}
-		if !ws.Empty() {
-			if err := e.store.Apply(ws, kv.Version(index)); err != nil {
+		if !applied.Empty() {
+			if err := e.store.Apply(applied, kv.Version(index)); err != nil {
 				return fmt.Errorf("entry %s: apply: %w", id, err)
 			}
 		}
@@ -673,6 +722,10 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 			return fmt.Errorf("signature %s signs root %s of %d.%d, but the entries before it hash to %x", id, sig.Root, sig.View, sig.Seqno, root)
 		}
 	}
+	if restore != nil {
+		e.restoredLocked(restore)
+	}
+	e.noteSecretsLocked(index, rotation, ws, sec != nil)
 	e.tree.Append(p.Leaf())
 	if !written && len(payload) > 0 {
 		e.unwritten[index] = payload
@@ -685,6 +738,9 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 	e.lastIndex = index
 	e.mu.Unlock()
 	if e.cfg.Observer != nil && p.Kind != ledger.KindSignature {
+		if restore != nil {
+			e.reobserve(index - 1)
+		}
 		e.cfg.Observer.Applied(id, p.Kind, ws)
 	}
 	return nil

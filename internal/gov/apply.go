@@ -14,6 +14,10 @@ import (
 type state struct {
 	tx         *kv.Tx
 	proposalID string
+	svc        *Service
+	// newSecret is the ledger secret a rotation in this transaction
+	// introduces: the recovery shares must wrap it.
+	newSecret []byte
 }
 
 // errApply marks an action that could not apply to the current state; its
@@ -154,18 +158,28 @@ func (a nodeStatus) apply(s *state) error {
 	return nil
 }
 
-// ServiceInfo is the value of ServiceInfoMap's key "".
-type ServiceInfo struct {
-	Status string `json:"status"`
-}
-
 func (openService) apply(s *state) error {
-	s.tx.Put(ServiceInfoMap, "", mustJSON(ServiceInfo{Status: "Open"}))
+	if !s.svc.eng.PrivateOpen() {
+		return applyErr("a recovering service opens when the members' recovery shares restore its private state")
+	}
+	setServiceStatus(s.tx, ServiceOpen)
 	return nil
 }
 
+// rotateSecret rotates the ledger secret in the accepting transaction:
+// the engine writes a fresh secret (private, sealed under the current one)
+// and the history of earlier secrets encrypted under it; the recovery
+// shares are made anew for the new secret (Service.apply).
 func (rotateSecret) apply(s *state) error {
-	s.tx.Put(RekeysMap, s.proposalID, []byte(`{"status":"Requested"}`))
+	if s.newSecret != nil {
+		return applyErr("one rotation per proposal")
+	}
+	raw, err := s.svc.eng.PrepareRotation(s.tx)
+	if err != nil {
+		return applyErr("rotate ledger secret: %v", err)
+	}
+	s.newSecret = raw
+	s.tx.Put(RekeysMap, s.proposalID, []byte(`{"status":"Applied"}`))
 	return nil
 }
 

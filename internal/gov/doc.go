@@ -46,8 +46,10 @@
 //	public:ccf.gov.nodes.info                        node id           JSON NodeInfo (recorded only)
 //	public:ccf.gov.jwt.issuers                       issuer            JSON Issuer
 //	public:ccf.gov.service.config                    ""                JSON ServiceConfig
-//	public:ccf.gov.service.info                      ""                JSON ServiceInfo (recorded only)
-//	public:ccf.gov.ledger_secret.rekeys              proposal id       {"status":"Requested"} (recorded only)
+//	public:ccf.gov.service.info                      ""                JSON ServiceInfo (status and service certificate)
+//	public:ccf.gov.service.previous_identities       last seqno        JSON PreviousIdentity (after recovery)
+//	public:ccf.gov.recovery.submitted_shares         member id         JSON SubmittedShare (never the share)
+//	public:ccf.gov.ledger_secret.rekeys              proposal id       {"status":"Applied"}
 //	public:ccf.gov.recovery_shares                   member id         JSON RecoveryShare (encrypted to the member)
 //	public:ccf.internal.recovery.wrapped_ledger_secret ""              JSON WrappedSecret
 //	public:acl.users                                 user id           JSON {"assignedRoles":[…]} (package app)
@@ -65,6 +67,14 @@
 // threshold, the shares are made anew in the transaction that applies it;
 // EnsureRecoveryShares does so at start if they are missing or stale. A
 // member reads its share (RecoveryShare), decrypts it (DecryptShare), and
-// threshold shares open the wrapped secret (UnwrapLedgerSecret). Using
-// them to recover a service is not built yet (docs/governance.md).
+// threshold shares open the wrapped secret (UnwrapLedgerSecret).
+//
+// # Rotation and recovery
+//
+// rotate_ledger_secret rotates the engine's secret (engine.PrepareRotation)
+// and re-shares the new one in the accepting transaction. On a recovered
+// ledger (the engine's private state closed), SubmitRecoveryShare takes
+// members' shares in memory; at the threshold it unwraps the ledger secret
+// and restores the private state (engine.PrepareRestore, CommitRestore)
+// with new shares, in one transaction (docs/governance.md).
 package gov

@@ -199,6 +199,9 @@ type Service struct {
 	log  *slog.Logger
 	// secrets is nil when recovery shares are not kept.
 	secrets SecretSource
+	// submitted holds the shares members submitted during recovery, in
+	// memory only.
+	submitted submittedShares
 }
 
 // New returns the governance service over cfg.Engine.
@@ -256,6 +259,11 @@ func (s *Service) authenticate(tx *kv.Tx, sr *SignedRequest, typ, id string) (*a
 		return nil, fmt.Errorf("member %s counter %d, last accepted %d: %w", sr.MemberID, req.Counter, last, ErrReplay)
 	}
 	tx.Put(CountersMap, sr.MemberID, strconv.AppendUint(nil, req.Counter, 10))
+	if typ == TypeRecoveryShare {
+		// The request holds a plaintext share: it is never written to
+		// the ledger (SubmitRecoveryShare records who submitted).
+		return &authenticated{member: sr.MemberID, req: req}, nil
+	}
 	digest := sha256.Sum256([]byte(sr.Raw))
 	tx.Put(HistoryMap, hex.EncodeToString(digest[:]), mustJSON(struct {
 		MemberID string `json:"memberId"`
@@ -361,7 +369,8 @@ func (s *Service) resolve(tx *kv.Tx, restart func() (*kv.Tx, error), pid string,
 
 // apply applies the actions of proposal pid in tx.
 func (s *Service) apply(tx *kv.Tx, pid string, acts []Action) error {
-	st := &state{tx: tx, proposalID: pid}
+	st := &state{tx: tx, proposalID: pid, svc: s}
+	defer func() { clear(st.newSecret) }()
 	body := mustJSON(ProposalBody{Actions: acts})
 	_, parsed, err := parseProposal(body)
 	if err != nil {
@@ -372,8 +381,17 @@ func (s *Service) apply(tx *kv.Tx, pid string, acts []Action) error {
 			return fmt.Errorf("action %d (%s): %w", i, acts[i].Name, err)
 		}
 	}
-	// Recovery members or the threshold may have changed: re-share in the
-	// same transaction.
+	// Recovery members or the threshold may have changed, or the secret
+	// rotated: re-share in the same transaction.
+	if st.newSecret != nil {
+		if s.secrets == nil {
+			return nil
+		}
+		if err := s.reshareWith(tx, st.newSecret); err != nil {
+			return fmt.Errorf("recovery shares: %w", err)
+		}
+		return nil
+	}
 	if err := s.reshareIfStale(tx); err != nil {
 		return fmt.Errorf("recovery shares: %w", err)
 	}

@@ -399,7 +399,7 @@ func TestActions(t *testing.T) {
 		{ServiceConfigMap, "", `{"recoveryThreshold":2}`},
 		{NodesInfoMap, strings.Repeat("0f", 32), `{"status":"Trusted"}`},
 		{ServiceInfoMap, "", `{"status":"Open"}`},
-		{RekeysMap, p.ProposalID, `{"status":"Requested"}`},
+		{RekeysMap, p.ProposalID, `{"status":"Applied"}`},
 	} {
 		if got, _ := tx.Get(kv.m, kv.k); string(got) != kv.want {
 			t.Errorf("%s[%q] = %s, want %s", kv.m, kv.k, got, kv.want)

@@ -123,6 +123,11 @@ func (s *Service) reshareIfStale(tx *kv.Tx) error {
 	if s.secrets == nil || !sharesStale(tx) {
 		return nil
 	}
+	if !s.eng.PrivateOpen() {
+		// The recorded shares are the only way back to the previous
+		// ledger secret: they must stay until the restore.
+		return applyErr("recovery members and threshold cannot change while the service is recovering")
+	}
 	return s.reshare(tx)
 }
 
@@ -130,6 +135,13 @@ func (s *Service) reshareIfStale(tx *kv.Tx) error {
 // splits the key among the recovery members and writes the wrapped secret
 // and the encrypted shares in tx, replacing the previous ones.
 func (s *Service) reshare(tx *kv.Tx) error {
+	secret := s.secrets.LedgerSecret()
+	defer clear(secret)
+	return s.reshareWith(tx, secret)
+}
+
+// reshareWith is reshare for a given raw ledger secret.
+func (s *Service) reshareWith(tx *kv.Tx, secret []byte) error {
 	keys, t := recoveryMembers(tx)
 	var stale []string
 	tx.Foreach(RecoverySharesMap, func(k string, _ []byte) bool {
@@ -148,8 +160,6 @@ func (s *Service) reshare(tx *kv.Tx) error {
 	if t > len(keys) {
 		return applyErr("recovery threshold %d over the %d recovery members", t, len(keys))
 	}
-	secret := s.secrets.LedgerSecret()
-	defer clear(secret)
 	if len(secret) == 0 {
 		return fmt.Errorf("reshare: no ledger secret")
 	}
@@ -221,7 +231,7 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // members or another threshold (at the first start after genesis, say). It
 // reports whether it wrote anything.
 func (s *Service) EnsureRecoveryShares(ctx context.Context) (bool, ledger.TxID, error) {
-	if s.secrets == nil {
+	if s.secrets == nil || !s.eng.PrivateOpen() {
 		return false, ledger.TxID{}, nil
 	}
 	wrote := false

@@ -27,6 +27,7 @@ type recoveryFixture struct {
 	*fixture
 	id      *node.Identity
 	encKeys []*rsa.PrivateKey
+	dir     string // the data directory
 }
 
 func newRSAKey(t testing.TB) (*rsa.PrivateKey, string) {
@@ -56,8 +57,8 @@ func newRecoveryFixture(t *testing.T, n int) *recoveryFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
-	f := &recoveryFixture{fixture: &fixture{eng: eng, app: app.New(eng, idx, app.Limits{}), now: time.Unix(1_800_000_000, 0)}, id: id}
-	f.gov = New(Config{Engine: eng, Now: f.clock, Secrets: id})
+	f := &recoveryFixture{fixture: &fixture{eng: eng, app: app.New(eng, idx, app.Limits{}), now: time.Unix(1_800_000_000, 0)}, id: id, dir: dir}
+	f.gov = New(Config{Engine: eng, Now: f.clock, Secrets: eng})
 	g := app.Genesis{Members: map[string]string{}, MemberEncryptionKeys: map[string]string{},
 		Users: map[string][]app.Role{strings.Repeat("ab", 32): {app.RoleAdministrator}}}
 	for i := range n {
@@ -271,4 +272,44 @@ func FuzzUnwrapLedgerSecret(f *testing.F) {
 			t.Fatalf("arbitrary input unwrapped: %x, %x, %x", wrapped, s1, s2)
 		}
 	})
+}
+
+// TestRotationReshares: an accepted rotate_ledger_secret rotates the
+// engine's secret in the accepting transaction and wraps the new secret
+// for recovery in that same transaction; the history it records opens
+// with the new secret to the genesis secret.
+func TestRotationReshares(t *testing.T) {
+	f := newRecoveryFixture(t, 3)
+	if p := f.accept(t, thresholdAction(2)); p.State != StateAccepted {
+		t.Fatalf("set_recovery_threshold 2: %s %s", p.State, p.FailureReason)
+	}
+	before := f.wrapped(t)
+	p := f.accept(t, Action{Name: "rotate_ledger_secret"})
+	if p.State != StateAccepted {
+		t.Fatalf("rotate_ledger_secret: %s %s", p.State, p.FailureReason)
+	}
+	eps := f.eng.Epochs()
+	if len(eps) != 2 {
+		t.Fatalf("%d ledger secrets after the rotation, want 2", len(eps))
+	}
+	latest := f.eng.LedgerSecret()
+	if bytes.Equal(latest, f.id.LedgerSecret()) {
+		t.Fatal("the latest ledger secret is still the genesis secret")
+	}
+	w := f.wrapped(t)
+	if bytes.Equal(w.WrappedLedgerSecret, before.WrappedLedgerSecret) {
+		t.Fatal("the wrapped secret did not change with the rotation")
+	}
+	got, err := UnwrapLedgerSecret(w.WrappedLedgerSecret, [][]byte{f.share(t, 2), f.share(t, 0)})
+	if err != nil || !bytes.Equal(got, latest) {
+		t.Fatalf("two shares after rotation unwrap to the latest secret: %v, %v", bytes.Equal(got, latest), err)
+	}
+	hist, _ := f.eng.Begin().Get(engine.HistoricalSecretsMap, "")
+	old, err := engine.DecryptHistory(latest, hist)
+	if err != nil || len(old) != 1 || old[0].From != 1 || !bytes.Equal(old[0].Secret.Raw(), f.id.LedgerSecret()) {
+		t.Fatalf("history under the new secret: %d secrets, %v; want the genesis secret from 1", len(old), err)
+	}
+	if rk, _ := f.eng.Begin().Get(RekeysMap, p.ProposalID); string(rk) != `{"status":"Applied"}` {
+		t.Errorf("rekeys record = %s", rk)
+	}
 }

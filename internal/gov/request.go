@@ -15,6 +15,9 @@ const (
 	TypeProposal   = "proposal"
 	TypeBallot     = "ballot"
 	TypeWithdrawal = "withdrawal"
+	// TypeRecoveryShare submits a member's decrypted recovery share to a
+	// recovering service (body {"share":"<base64>"}).
+	TypeRecoveryShare = "recovery_share"
 )
 
 // MaxRequestBytes bounds a signed request (the JWS compact serialization).
@@ -95,16 +98,16 @@ func decodeRequest(payload []byte) (*Request, error) {
 		return nil, fmt.Errorf("request payload: %v: %w", err, ErrMalformedRequest)
 	}
 	switch r.Type {
-	case TypeProposal:
+	case TypeProposal, TypeRecoveryShare:
 		if r.ProposalID != "" {
-			return nil, fmt.Errorf("a proposal names no proposalId: %w", ErrMalformedRequest)
+			return nil, fmt.Errorf("a %s names no proposalId: %w", r.Type, ErrMalformedRequest)
 		}
 	case TypeBallot, TypeWithdrawal:
 		if !validProposalID(r.ProposalID) {
 			return nil, fmt.Errorf("proposalId %.80q: want 64 lowercase hex digits: %w", r.ProposalID, ErrMalformedRequest)
 		}
 	default:
-		return nil, fmt.Errorf("type %.40q: want proposal, ballot or withdrawal: %w", r.Type, ErrMalformedRequest)
+		return nil, fmt.Errorf("type %.40q: want proposal, ballot, withdrawal or recovery_share: %w", r.Type, ErrMalformedRequest)
 	}
 	if r.Counter == 0 {
 		return nil, fmt.Errorf("counter must be positive: %w", ErrMalformedRequest)

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/gov"
 	"github.com/parleyhq/parley/internal/ledger"
 )
@@ -23,6 +24,11 @@ const (
 	CodeProposalNotOpen       = "ProposalNotOpen"
 	CodeVoteAlreadyExists     = "VoteAlreadyExists"
 	CodeRecoveryShareNotFound = "RecoveryShareNotFound"
+	// CodeServiceRecovering answers what needs the private state while a
+	// recovered service waits for its members' recovery shares.
+	CodeServiceRecovering = "ServiceRecovering"
+	CodeServiceNotRecover = "ServiceNotRecovering"
+	CodeRecoveryFailed    = "RecoveryFailed"
 )
 
 // govRoutes adds the governance endpoints when governance is configured.
@@ -39,6 +45,8 @@ func (h *Handler) govRoutes(routes map[string]endpoint) {
 	routes["GET /gov/proposals/{proposalId}"] = endpoint{app.RoleNone, false, false, h.getProposal}
 	routes["GET /gov/members"] = endpoint{app.RoleNone, false, false, h.listGovMembers}
 	routes["GET /gov/recovery/share"] = endpoint{app.RoleNone, false, false, h.getRecoveryShare}
+	routes["POST /gov/recovery/share"] = endpoint{app.RoleNone, false, false, h.postRecoveryShare}
+	routes["GET /gov/service/previous_identities"] = endpoint{app.RoleNone, false, false, h.listPreviousIdentities}
 }
 
 // govWrite runs a signed governance write and waits until it is committed.
@@ -197,6 +205,9 @@ func govAPIError(err error) *apiError {
 		{gov.ErrTooManyConflicts, http.StatusServiceUnavailable, CodeServiceUnavailable},
 		{gov.ErrInvalidToken, http.StatusUnauthorized, CodeInvalidAuthentication},
 		{gov.ErrNoRecoveryShare, http.StatusNotFound, CodeRecoveryShareNotFound},
+		{gov.ErrNotRecovering, http.StatusConflict, CodeServiceNotRecover},
+		{gov.ErrRecoveryFailed, http.StatusConflict, CodeRecoveryFailed},
+		{engine.ErrPrivateClosed, http.StatusServiceUnavailable, CodeServiceRecovering},
 	}
 	for _, t := range table {
 		if errors.Is(err, t.target) {

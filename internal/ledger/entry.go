@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -105,6 +106,7 @@ func Nonce(id TxID) [nonceSize]byte {
 // Secret is a ledger secret with the keys derived from it. It is safe for
 // concurrent use.
 type Secret struct {
+	raw  []byte // the 32 bytes the keys derive from; see Raw
 	aead cipher.AEAD
 	macs sync.Pool // of hash.Hash: HMAC-SHA256 under the commit key
 }
@@ -131,10 +133,15 @@ func NewSecret(raw []byte) (*Secret, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gcm: %w", err)
 	}
-	s := &Secret{aead: aead}
+	s := &Secret{raw: bytes.Clone(raw), aead: aead}
 	s.macs.New = func() any { return hmac.New(sha256.New, commitKey) }
 	return s, nil
 }
+
+// Raw returns a copy of the 32-byte ledger secret, to be wrapped for
+// recovery or encrypted under a newer secret; the caller clears it after
+// use and never logs it.
+func (s *Secret) Raw() []byte { return bytes.Clone(s.raw) }
 
 // CommitEvidence returns the commit evidence of a transaction,
 // "ce:<view>.<seqno>:<64 hex>". It is secret until the transaction commits.

@@ -16,19 +16,9 @@ import (
 // nil, remembers certificates whose chain was already verified, so a
 // verifier of a whole ledger checks each node certificate once.
 func VerifySignedRoot(root [32]byte, sig []byte, certPEM, nodeID string, endorsements []string, serviceCert *x509.Certificate, checked map[string]bool) error {
-	node, err := parseCertPEM(certPEM)
+	node, err := verifyRootSignature(root, sig, certPEM, nodeID)
 	if err != nil {
-		return invalidf("node certificate: %w", err)
-	}
-	pub, ok := node.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !nistCurve(pub.Curve) {
-		return invalidf("node certificate: not an ECDSA key on a NIST curve")
-	}
-	if err := matchNodeID(nodeID, node); err != nil {
-		return invalidf("node id: %w", err)
-	}
-	if !ecdsa.VerifyASN1(pub, root[:], sig) {
-		return invalidf("signature over root %x does not verify", root)
+		return err
 	}
 	if checked != nil && checked[certPEM] {
 		return nil
@@ -40,6 +30,42 @@ func VerifySignedRoot(root [32]byte, sig []byte, certPEM, nodeID string, endorse
 		checked[certPEM] = true
 	}
 	return nil
+}
+
+// VerifyRootSignature checks steps 4 and 5 of [Verify] only: nodeID names
+// the key of the node certificate certPEM, and sig is that key's ECDSA
+// signature of root. The certificate's chain is left to [VerifyChain].
+func VerifyRootSignature(root [32]byte, sig []byte, certPEM, nodeID string) error {
+	_, err := verifyRootSignature(root, sig, certPEM, nodeID)
+	return err
+}
+
+func verifyRootSignature(root [32]byte, sig []byte, certPEM, nodeID string) (*x509.Certificate, error) {
+	node, err := parseCertPEM(certPEM)
+	if err != nil {
+		return nil, invalidf("node certificate: %w", err)
+	}
+	pub, ok := node.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !nistCurve(pub.Curve) {
+		return nil, invalidf("node certificate: not an ECDSA key on a NIST curve")
+	}
+	if err := matchNodeID(nodeID, node); err != nil {
+		return nil, invalidf("node id: %w", err)
+	}
+	if !ecdsa.VerifyASN1(pub, root[:], sig) {
+		return nil, invalidf("signature over root %x does not verify", root)
+	}
+	return node, nil
+}
+
+// VerifyChain checks step 6 of [Verify]: the node certificate certPEM
+// chains to serviceCert through endorsements, oldest first.
+func VerifyChain(certPEM string, endorsements []string, serviceCert *x509.Certificate) error {
+	node, err := parseCertPEM(certPEM)
+	if err != nil {
+		return invalidf("node certificate: %w", err)
+	}
+	return verifyChain(node, endorsements, serviceCert)
 }
 
 // VerifyConsistency checks a consistency proof between two signed roots:

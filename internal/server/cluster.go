@@ -282,6 +282,7 @@ func (s *Server) primaryDuties(ctx context.Context) {
 				nodesDone = true
 			}
 		case !sharesDone:
+			s.ensureServiceInfo()
 			s.ensureRecoveryShares()
 			sharesDone = true
 		}
@@ -354,10 +355,7 @@ type nodeInfo struct {
 func (s *Server) nodeRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /node/network", func(w http.ResponseWriter, r *http.Request) {
 		primary, _ := s.primary()
-		status := "Open"
-		if s.app.NeedsGenesis() {
-			status = "Opening"
-		}
+		status := s.serviceStatus()
 		var pid any
 		if primary.NodeID != "" {
 			pid = primary.NodeID
@@ -380,7 +378,7 @@ func (s *Server) nodeRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /node/state", func(w http.ResponseWriter, r *http.Request) {
 		state := "PartOfNetwork"
-		if s.app.NeedsGenesis() {
+		if s.app.NeedsGenesis() || !s.eng.PrivateOpen() {
 			state = "PartOfPublicNetwork"
 		}
 		var raftMsgs any

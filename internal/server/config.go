@@ -83,6 +83,9 @@ type Config struct {
 	// Cluster, when set, makes the node one voter of a static cluster
 	// (see ClusterConfig and InitCluster).
 	Cluster *ClusterConfig `json:"cluster,omitempty"`
+	// Recovery, when set, starts a new service from an old service's
+	// ledger (disaster recovery; see RecoveryConfig). One node only.
+	Recovery *RecoveryConfig `json:"recovery,omitempty"`
 }
 
 // Duration is a time.Duration written in Go syntax ("10ms") in JSON.

@@ -95,6 +95,14 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	fsys := vfs.OS{}
+	if cfg.Recovery != nil {
+		if cfg.Cluster != nil {
+			return nil, errors.New("recovery starts a one-node service: remove the cluster section")
+		}
+		if err := prepareRecovery(fsys, dir, cfg.Recovery, cfg.SubjectAltNames, logger); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Cluster != nil && !node.Exists(fsys, dir) {
 		return nil, fmt.Errorf("data dir %s holds no node: a cluster node's directory is made by parley node init-cluster", dir)
 	}
@@ -109,6 +117,16 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	node.WarnNoTEE(logger, dir)
+	recovery, err := loadRecoveryState(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	secret, secrets := id.Secret, []engine.Epoch(nil)
+	if recovery != nil {
+		// The old ledger's private domain stays closed until the members'
+		// shares restore it; this service's secret seals what follows.
+		secret, secrets = nil, []engine.Epoch{{From: recovery.PreviousLastSeqno + 1, Secret: id.Secret}}
+	}
 	idx := app.NewIndex()
 	crIdx := cleanroom.NewIndex(idx)
 	var (
@@ -129,7 +147,8 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		Transport:                 transport,
 		Dir:                       filepath.Join(dir, node.LedgerDir),
 		FS:                        fsys,
-		Secret:                    id.Secret,
+		Secret:                    secret,
+		Secrets:                   secrets,
 		NodeKey:                   id.NodeKey,
 		NodeCertPEM:               id.NodeCertPEM,
 		SignatureInterval:         time.Duration(cfg.SignatureInterval),
@@ -170,10 +189,17 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return fail(fmt.Errorf("service certificate: %w", err))
 	}
 	s.serviceCertPEM = serviceCertPEM
-	s.gov = gov.New(gov.Config{Engine: eng, Secrets: id, Logger: logger.With(slog.String("component", "gov"))})
+	s.gov = gov.New(gov.Config{Engine: eng, Secrets: eng, Logger: logger.With(slog.String("component", "gov"))})
+	if recovery != nil {
+		if err := s.recordRecovery(recovery, id.Service); err != nil {
+			return fail(err)
+		}
+	}
+	eng.SetServiceEndorsements(s.gov.Endorsements())
 	if tr == nil {
 		// A cluster node does this when it is primary (Run): here it
 		// would wait for a leader it cannot hear before it listens.
+		s.ensureServiceInfo()
 		s.ensureRecoveryShares()
 	}
 	svc, broker, err := attestation(cfg, id, eng, logger)
@@ -199,7 +225,7 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		mux.Handle("POST "+consensus.Path, tr)
 	}
 	s.nodeRoutes(mux)
-	mux.Handle("/", s.routeWrites(handler))
+	mux.Handle("/", s.gateRecovering(s.routeWrites(handler)))
 	s.srv = &http.Server{
 		Handler:           mux,
 		TLSConfig:         TLSConfig(nodeCert.Raw, id.NodeKey),

@@ -10,10 +10,12 @@ package verify
 import (
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/parleyhq/parley/internal/kv"
@@ -55,6 +57,10 @@ type Report struct {
 	LastSigned   ledger.TxID // the last signature transaction
 	UnsignedTail uint64      // entries after the last signature (not yet covered)
 	Root         string      // hex root signed by the last signature
+	// PreviousIdentities is the number of signing node certificates of
+	// previous service identities, which chain to the service certificate
+	// through endorsements the ledger records (after disaster recovery).
+	PreviousIdentities int
 }
 
 // Options tune a verification run.
@@ -70,7 +76,7 @@ type Options struct {
 // Ledger verifies the ledger directory dir against the service certificate.
 // It returns a *Error for the first problem.
 func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options) (*Report, error) {
-	v := &verifier{service: serviceCert, opts: opts, endorsed: map[string]bool{}}
+	v := &verifier{service: serviceCert, opts: opts, endorsed: map[string]bool{}, pending: map[string]uint64{}}
 	total, err := totalSize(fsys, dir)
 	if err != nil {
 		return nil, &Error{Err: err}
@@ -130,6 +136,9 @@ func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options
 	if err := finishChunk(); err != nil {
 		return nil, err
 	}
+	if err := v.checkPending(); err != nil {
+		return nil, err
+	}
 	v.report.Bytes = total
 	return &v.report, nil
 }
@@ -160,6 +169,14 @@ func totalSize(fsys vfs.FS, dir string) (int64, error) {
 }
 
 type verifier struct {
+	// previous are the endorsements of previous service identities the
+	// ledger records (after disaster recovery), by the last seqno each
+	// identity signed.
+	previous []endorsement
+	// pending are node certificates that do not chain to the service
+	// certificate directly, with the seqno of the first signature by each:
+	// checked at the end, through the endorsements the ledger records.
+	pending  map[string]uint64
 	service  *x509.Certificate
 	opts     Options
 	tree     merkle.Tree
@@ -205,6 +222,9 @@ func (v *verifier) entry(e storage.Entry) error {
 		}
 	} else {
 		v.report.UnsignedTail++
+		if err := v.notePrevious(&p); err != nil {
+			return err
+		}
 	}
 	v.tree.Append(p.Leaf())
 	return nil
@@ -236,12 +256,93 @@ func (v *verifier) signature(id ledger.TxID, p *ledger.Parsed) error {
 	if s.Root != hex.EncodeToString(root[:]) {
 		return fmt.Errorf("signed root %s, but the entries before it hash to %x", s.Root, root)
 	}
-	if err := receipt.VerifySignedRoot(root, s.Sig, s.Cert, s.NodeID, v.opts.ServiceEndorsements, v.service, v.endorsed); err != nil {
+	if err := receipt.VerifyRootSignature(root, s.Sig, s.Cert, s.NodeID); err != nil {
 		return err
+	}
+	if !v.endorsed[s.Cert] {
+		if err := receipt.VerifyChain(s.Cert, v.opts.ServiceEndorsements, v.service); err == nil {
+			v.endorsed[s.Cert] = true
+		} else if _, ok := v.pending[s.Cert]; !ok {
+			if len(v.pending) >= maxPending {
+				return err
+			}
+			v.pending[s.Cert] = id.Seqno
+		}
 	}
 	v.report.Signatures++
 	v.report.LastSigned = id
 	v.report.UnsignedTail = 0
 	v.report.Root = s.Root
+	return nil
+}
+
+// PreviousIdentitiesMap is where a recovered service records its
+// endorsement of the previous service identity (package gov's map of the
+// same name; JSON with "endorsement", PEM, and "lastSeqno").
+const PreviousIdentitiesMap = "public:ccf.gov.service.previous_identities"
+
+// maxPending bounds the node certificates awaiting an endorsement.
+const maxPending = 4096
+
+type endorsement struct {
+	cert      string
+	lastSeqno uint64
+}
+
+// notePrevious collects the endorsements of previous service identities an
+// entry records.
+func (v *verifier) notePrevious(p *ledger.Parsed) error {
+	if p.Kind != ledger.KindTx {
+		return nil
+	}
+	var ws kv.WriteSet
+	if err := ws.UnmarshalBinary(p.Public); err != nil {
+		return fmt.Errorf("public write set: %w", err)
+	}
+	for _, m := range ws.Maps {
+		if m.Map != PreviousIdentitiesMap {
+			continue
+		}
+		for _, w := range m.Writes {
+			var rec struct {
+				Endorsement string `json:"endorsement"`
+				LastSeqno   uint64 `json:"lastSeqno"`
+			}
+			if w.Deleted || json.Unmarshal(w.Value, &rec) != nil || rec.Endorsement == "" {
+				continue
+			}
+			if len(v.previous) >= receipt.MaxEndorsements {
+				return errors.New("too many previous service identities")
+			}
+			v.previous = append(v.previous, endorsement{cert: rec.Endorsement, lastSeqno: rec.LastSeqno})
+		}
+	}
+	return nil
+}
+
+// checkPending checks that every node certificate that did not chain to
+// the service certificate directly chains to it through the endorsements
+// the ledger records for the seqno it signed.
+func (v *verifier) checkPending() error {
+	sort.Slice(v.previous, func(i, j int) bool { return v.previous[i].lastSeqno < v.previous[j].lastSeqno })
+	certs := make([]string, 0, len(v.pending))
+	for c := range v.pending {
+		certs = append(certs, c)
+	}
+	sort.Slice(certs, func(i, j int) bool { return v.pending[certs[i]] < v.pending[certs[j]] })
+	for _, c := range certs {
+		seqno := v.pending[c]
+		var chain []string
+		for _, e := range v.previous {
+			if seqno <= e.lastSeqno {
+				chain = append(chain, e.cert)
+			}
+		}
+		chain = append(chain, v.opts.ServiceEndorsements...)
+		if err := receipt.VerifyChain(c, chain, v.service); err != nil {
+			return &Error{TxID: ledger.TxID{Seqno: seqno}, Err: fmt.Errorf("signing node certificate: %w", err)}
+		}
+		v.report.PreviousIdentities++
+	}
 	return nil
 }
