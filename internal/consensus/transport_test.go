@@ -227,8 +227,27 @@ func (c *testCluster) leader(among []uint64) uint64 {
 	return 0
 }
 
-func (c *testCluster) commitOn(id uint64, n int, prefix string) []ledger.TxID {
+// commitOn commits n transactions on the primary among the given nodes and
+// waits until the last is committed; it returns that primary and the ids.
+// Leadership may move while the cluster settles (a busy machine can miss a
+// heartbeat): then the whole batch goes again on the new primary, so the ids
+// returned are all of one view.
+func (c *testCluster) commitOn(among []uint64, n int, prefix string) (uint64, []ledger.TxID) {
 	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		id := c.leader(among)
+		ids, err := c.tryCommit(id, n, prefix)
+		if err == nil {
+			return id, ids
+		}
+		if !(errors.Is(err, engine.ErrNotLeader) || errors.Is(err, engine.ErrInvalid)) || time.Now().After(deadline) {
+			c.t.Fatalf("commit on node %d: %v", id, err)
+		}
+	}
+}
+
+func (c *testCluster) tryCommit(id uint64, n int, prefix string) ([]ledger.TxID, error) {
 	e := c.nodes[id].eng
 	var ids []ledger.TxID
 	for i := range n {
@@ -236,16 +255,16 @@ func (c *testCluster) commitOn(id uint64, n int, prefix string) []ledger.TxID {
 		tx.Put("private:m", fmt.Sprintf("%s-%d", prefix, i), []byte(prefix))
 		txid, err := e.Commit(context.Background(), tx, engine.CommitOptions{})
 		if err != nil {
-			c.t.Fatalf("commit on node %d: %v", id, err)
+			return nil, err
 		}
 		ids = append(ids, txid)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := e.WaitCommitted(ctx, ids[len(ids)-1]); err != nil {
-		c.t.Fatalf("wait for %s on node %d: %v", ids[len(ids)-1], id, err)
+		return nil, fmt.Errorf("wait for %s: %w", ids[len(ids)-1], err)
 	}
-	return ids
+	return ids, nil
 }
 
 func (c *testCluster) waitCommitted(on []uint64, txid ledger.TxID) {
@@ -267,8 +286,7 @@ func (c *testCluster) waitCommitted(on []uint64, txid ledger.TxID) {
 // value, and every ledger verifies.
 func TestTransportReplicatesAndFailsOver(t *testing.T) {
 	c := newTestCluster(t, 3)
-	old := c.leader(c.ids)
-	before := c.commitOn(old, 20, "before")
+	old, before := c.commitOn(c.ids, 20, "before")
 	c.waitCommitted(c.ids, before[len(before)-1])
 
 	c.stop(old)
@@ -278,8 +296,7 @@ func TestTransportReplicatesAndFailsOver(t *testing.T) {
 			rest = append(rest, id)
 		}
 	}
-	neu := c.leader(rest)
-	after := c.commitOn(neu, 20, "after")
+	_, after := c.commitOn(rest, 20, "after")
 	if after[0].View <= before[0].View {
 		t.Fatalf("new leader wrote in view %d, not after view %d", after[0].View, before[0].View)
 	}
@@ -444,8 +461,7 @@ func poolOf(c *x509.Certificate) *x509.CertPool {
 // every node converges on the majority's log.
 func TestTransportPartition(t *testing.T) {
 	c := newTestCluster(t, 3)
-	old := c.leader(c.ids)
-	before := c.commitOn(old, 10, "before")
+	old, before := c.commitOn(c.ids, 10, "before")
 	c.waitCommitted(c.ids, before[len(before)-1])
 
 	// Watch who is primary in which view, until the test ends.
@@ -500,8 +516,7 @@ func TestTransportPartition(t *testing.T) {
 			rest = append(rest, id)
 		}
 	}
-	neu := c.leader(rest)
-	after := c.commitOn(neu, 10, "after")
+	neu, after := c.commitOn(rest, 10, "after")
 	if after[0].View <= before[0].View {
 		t.Fatalf("new primary wrote in view %d, not after view %d", after[0].View, before[0].View)
 	}
