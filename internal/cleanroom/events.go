@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -89,29 +88,7 @@ func eventKey(room string, seq uint64) string { return fmt.Sprintf("%s/%012d", r
 // run builds and commits a transaction whose claims digest is the one build
 // returns (the digest of the event it wrote), rebuilding it on conflict.
 func (s *Service) run(ctx context.Context, build func(tx *kv.Tx) ([32]byte, error)) (ledger.TxID, error) {
-	return runWithClaims(ctx, s.l, build)
-}
-
-func runWithClaims(ctx context.Context, l engine.Committer, build func(tx *kv.Tx) ([32]byte, error)) (ledger.TxID, error) {
-	for range engine.MaxConflictRetries {
-		tx := l.Begin()
-		claims, err := build(tx)
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, err
-		}
-		id, err := l.Commit(ctx, tx, engine.CommitOptions{Claims: claims})
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, fmt.Errorf("commit: %w", err)
-		}
-		return id, nil
-	}
-	return ledger.TxID{}, ErrTooManyConflicts
+	return engine.RetryClaims(ctx, s.l, build)
 }
 
 // AuditEntry is one step of a room as the audit lists it: the event as

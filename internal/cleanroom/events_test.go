@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/cleanroom/dataset"
+	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
@@ -81,7 +82,7 @@ func TestEventsReceiptsAndRelease(t *testing.T) {
 	}
 	record := func(r keyrelease.RoomRelease) {
 		t.Helper()
-		if _, err := runWithClaims(ctx, ml, func(tx *kv.Tx) ([32]byte, error) { return s.RecordRelease(tx, r) }); err != nil {
+		if _, err := engine.RetryClaims(ctx, ml, func(tx *kv.Tx) ([32]byte, error) { return s.RecordRelease(tx, r) }); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -579,16 +579,22 @@ type Committer interface {
 // an error wrapping kv.ErrConflict), at most MaxConflictRetries times. Any
 // other error from build is returned as it is, and nothing is committed.
 func Retry(ctx context.Context, c Committer, opts CommitOptions, build func(tx *kv.Tx) error) (ledger.TxID, error) {
+	return RetryClaims(ctx, c, func(tx *kv.Tx) ([32]byte, error) { return opts.Claims, build(tx) })
+}
+
+// RetryClaims is Retry for a transaction whose claims digest depends on what
+// build wrote: build returns it, and each run may return another.
+func RetryClaims(ctx context.Context, c Committer, build func(tx *kv.Tx) ([32]byte, error)) (ledger.TxID, error) {
 	for range MaxConflictRetries {
 		tx := c.Begin()
-		err := build(tx)
+		claims, err := build(tx)
 		if errors.Is(err, kv.ErrConflict) {
 			continue
 		}
 		if err != nil {
 			return ledger.TxID{}, err
 		}
-		id, err := c.Commit(ctx, tx, opts)
+		id, err := c.Commit(ctx, tx, CommitOptions{Claims: claims})
 		if errors.Is(err, kv.ErrConflict) {
 			continue
 		}

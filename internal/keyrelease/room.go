@@ -254,7 +254,7 @@ func (b *Broker) ReleaseDatasetKeys(ctx context.Context, gate RoomGate, req Room
 	}
 	var out *DatasetKeys
 	var refusal error
-	id, err := runWithClaims(ctx, b.led, func(tx *kv.Tx) ([32]byte, error) {
+	id, err := engine.RetryClaims(ctx, b.led, func(tx *kv.Tx) ([32]byte, error) {
 		out, refusal = nil, nil
 		names, err := gate.AuthorizeRelease(tx, req.Room, req.Contract, rec.Measurement)
 		if errors.Is(err, ErrPolicyNotSatisfied) {
@@ -306,28 +306,4 @@ func (b *Broker) ReleaseDatasetKeys(ctx context.Context, gate RoomGate, req Room
 		return nil, id, &RefusedError{TxID: id, Err: refusal}
 	}
 	return out, id, nil
-}
-
-// runWithClaims builds and commits a transaction with the claims digest
-// build returns, rebuilding it on conflict.
-func runWithClaims(ctx context.Context, l Ledger, build func(tx *kv.Tx) ([32]byte, error)) (ledger.TxID, error) {
-	for range engine.MaxConflictRetries {
-		tx := l.Begin()
-		claims, err := build(tx)
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, err
-		}
-		id, err := l.Commit(ctx, tx, engine.CommitOptions{Claims: claims})
-		if errors.Is(err, kv.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return ledger.TxID{}, err
-		}
-		return id, nil
-	}
-	return ledger.TxID{}, engine.ErrTooManyConflicts
 }
