@@ -26,60 +26,10 @@
 # Needs: go, jq, curl.
 set -euo pipefail
 
-rows=30000
-seed=1
-dir=""
-while [ $# -gt 0 ]; do
-	case $1 in
-	--rows) rows=${2:?--rows N}; shift 2 ;;
-	--seed) seed=${2:?--seed N}; shift 2 ;;
-	--dir) dir=${2:?--dir DIR}; shift 2 ;;
-	-h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-	*) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-	esac
-done
-for tool in go jq curl; do
-	command -v $tool >/dev/null || { echo "run.sh: $tool is required" >&2; exit 2; }
-done
+. "$(dirname "$0")/../lib.sh"
+example_init 30000 "$@"
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-keep=1
-if [ -z "$dir" ]; then
-	dir=$(mktemp -d)
-	keep=0
-fi
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
-data=$dir/data         # the banks' own machines: plaintext CSVs, keys
-keys=$dir/parties      # each party's signing and result keys
-blobs=$dir/blobs       # the blob store: ciphertext only
-work=$dir/runner-work  # the runner's working directory
-results=$dir/results   # what the regulator opened
-mkdir -p "$data" "$keys" "$blobs" "$work" "$results"
-
-devpid=""
-cleanup() {
-	if [ -n "$devpid" ]; then
-		kill "$devpid" 2>/dev/null || true
-		wait "$devpid" 2>/dev/null || true
-	fi
-	if [ "$keep" = 0 ]; then
-		rm -rf "$dir"
-	fi
-}
-trap cleanup EXIT
-
-n=0
-step() { n=$((n + 1)); printf '\n\033[1m[%d] %s\033[0m\n' "$n" "$*"; }
-say() { printf '    %s\n' "$*"; }
-indent() { sed 's/^/    /'; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f s", b - a }'; }
-
-step "build parley and amlgen"
-(cd "$repo" && go build -o "$dir/bin/parley" ./cmd/parley && go build -o "$dir/bin/amlgen" ./examples/aml/cmd/amlgen)
-parley=$dir/bin/parley
-say "$parley"
+build_tools ./examples/aml/cmd/amlgen
 
 step "generate three banks' transactions ($rows rows per bank, seed $seed)"
 "$dir/bin/amlgen" -out "$data" -rows "$rows" -seed "$seed" | indent
@@ -88,32 +38,7 @@ for c in structuring round-trips; do
 	say "  $c: $(($(wc -l <"$data/expected-$c.csv") - 1)) rows"
 done
 
-if [ -n "${PARLEY_PROFILE:-}" ]; then
-	step "use the running service of $PARLEY_PROFILE"
-else
-	step "start a parley dev service"
-	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)))
-	"$parley" dev --dir "$dir/service" --addr "127.0.0.1:$port" >"$dir/service.log" 2>&1 &
-	devpid=$!
-	export PARLEY_PROFILE=$dir/service/profile.json
-	for ((try = 0; try < 300; try++)); do
-		if [ -e "$PARLEY_PROFILE" ] && curl -sf --max-time 2 --cacert "$dir/service/service_cert.pem" "https://127.0.0.1:$port/node/network" >/dev/null 2>&1; then
-			break
-		fi
-		kill -0 "$devpid" 2>/dev/null || { cat "$dir/service.log" >&2; exit 1; }
-		sleep 0.1
-	done
-	say "https://127.0.0.1:$port (pid $devpid, log $dir/service.log)"
-fi
-
-if [ -n "$devpid" ]; then
-	step "allow virtual attestation evidence in the service's policy (DEVELOPMENT ONLY: not a TEE)"
-	echo '{"allowVirtual":true,"allowDebug":true,"virtual":{"measurements":["*"]}}' >"$dir/policy.json"
-	"$parley" attest policy set "$dir/policy.json" | jq -c . | indent
-else
-	step "the service's attestation policy (left as it is; it must accept virtual evidence, DEVELOPMENT ONLY)"
-	"$parley" attest policy get | jq -c . | indent
-fi
+start_service
 
 step "each party makes its keys: a P-384 signing key (its identity) and an X25519 result key"
 declare -A id
@@ -121,16 +46,7 @@ for p in bank1 bank2 bank3 regulator; do
 	id[$p]=$("$parley" room keys new "$keys/$p" | jq -r .party)
 	say "$p: party ${id[$p]}"
 done
-# as PARTY ARGS...: run `parley room ARGS...` signed by PARTY.
-as() {
-	local p=$1
-	shift
-	"$parley" room "$@" --party-key "$keys/$p.party.pem" 2> >(indent >&2)
-}
-room=aml
-if [ -z "$devpid" ]; then
-	room=aml_$(date +%s) # a service that is already running may have a room of that name
-fi
+room=$(room_name aml)
 
 step "bank1 creates room '$room'; it invites bank2, bank3 and the regulator, who join"
 as bank1 create $room --name bank1 | jq -c . | indent
