@@ -23,9 +23,22 @@ internal/server for every field; unknown fields are refused).
 
 On first start the data directory is created with a new service: the service
 and node identities, and user0 (Administrator) and member0 certificates and
-keys, as parley dev does. With a "cluster" section the node is one voter of
-a static cluster whose directories parley node init-cluster made; the
-attested join of new nodes is not built yet.`,
+keys, as parley dev does.
+
+With a "network" section the new service accepts joining nodes (POST
+/node/join) and changes its raft membership as governance decides
+(trust_node, retire_node); "network": {"autoTrustNodes": true} trusts every
+node whose evidence and measurement check out (development).
+
+With a "join" section ({"target": "host:port", "serviceCertificate": FILE})
+a node whose data directory is empty joins that service: it makes its node
+key, presents TEE evidence binding it (the virtual platform: development
+only), waits until it is Trusted, receives its endorsed certificate and the
+service's secrets encrypted to its key, and catches up by replication. Once
+joined it restarts on its data directory and never joins again.
+
+With a "cluster" section the node is one voter of a static cluster whose
+directories parley node init-cluster made (development only).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -39,7 +52,7 @@ attested join of new nodes is not built yet.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			srv, err := server.Start(cfg, logger)
+			srv, err := server.StartContext(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}

@@ -444,3 +444,12 @@ func (e *Engine) applyCommittedConf(ent *pb.Entry) error {
 	e.logger.Info("membership changed", slog.Uint64("seqno", ent.Index), slog.Any("voters", cs.Voters), slog.Any("learners", cs.Learners))
 	return nil
 }
+
+// InitialVoters are the raft membership before the first entry of the log
+// (Config.Voters): what a node that joins must start from.
+func (e *Engine) InitialVoters() []uint64 {
+	if len(e.cfg.Voters) == 0 {
+		return []uint64{e.cfg.RaftID}
+	}
+	return slices.Sorted(slices.Values(e.cfg.Voters))
+}

@@ -181,6 +181,8 @@ type NodeInfo struct {
 	// Cert is its certificate endorsed by the service key (PEM), once it
 	// is Trusted.
 	Cert string `json:"cert,omitempty"`
+	// SubjectAltNames are the names its certificate covers.
+	SubjectAltNames []string `json:"subject_alt_names,omitempty"`
 	// Platform and Measurement are what its attestation evidence showed.
 	Platform    string `json:"platform,omitempty"`
 	Measurement string `json:"measurement,omitempty"`
