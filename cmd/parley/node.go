@@ -60,7 +60,58 @@ directories parley node init-cluster made (development only).`,
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "", "configuration file (JSON)")
-	cmd.AddCommand(newInitClusterCmd())
+	cmd.AddCommand(newInitClusterCmd(), newInitNetworkCmd())
+	return cmd
+}
+
+// NetworkFile is the file init-network writes into its base directory: the
+// nodes it configured, as JSON.
+const NetworkFile = "network.json"
+
+func newInitNetworkCmd() *cobra.Command {
+	var dir string
+	var nodes, members int
+	var autoTrust bool
+	cmd := &cobra.Command{
+		Use:   "init-network",
+		Short: "Write the configuration files of a network of nodes that join one another",
+		Long: `Write the configuration files of N nodes on free 127.0.0.1 ports, and nothing
+else: DIR/node0/config.json starts a new service that accepts joining nodes,
+and DIR/node<i>/config.json (i >= 1) joins it through the attested join, with
+DIR/service_cert.pem as the service certificate (copy it from DIR/node0 once
+node0 has started). DIR/network.json lists the nodes
+([{"id","endpoint","dir","config"}], also printed); "id" is the raft id each
+node gets if they join in order. No key or secret is made or copied: each
+node makes its own, and joining nodes receive the service's secrets only
+once they are trusted. examples/cluster/start.sh uses it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return &exitError{code: 2, err: errors.New("--dir is required")}
+			}
+			if _, err := os.Stat(filepath.Join(dir, NetworkFile)); err == nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s already holds a network", dir)}
+			}
+			ms, err := server.InitNetwork(dir, server.InitNetworkOptions{Nodes: nodes, Members: members, AutoTrustNodes: autoTrust})
+			if err != nil {
+				return err
+			}
+			b, err := json.MarshalIndent(ms, "", "  ")
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if err := vfs.WriteFileDurable(vfs.OS{}, filepath.Join(dir, NetworkFile), b, 0o644); err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "base directory of the network")
+	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
+	cmd.Flags().IntVar(&members, "members", 1, "number of consortium members")
+	cmd.Flags().BoolVar(&autoTrust, "auto-trust", false, "trust joining nodes whose evidence checks out without a vote (development)")
 	return cmd
 }
 
@@ -73,7 +124,7 @@ func newInitClusterCmd() *cobra.Command {
 	var nodes, members int
 	cmd := &cobra.Command{
 		Use:   "init-cluster",
-		Short: "Make the data directories of a static development cluster",
+		Short: "Make the data directories of a static development cluster (development only; see init-network)",
 		Long: `Make the data directories and configuration files of a new static cluster of
 N nodes on free 127.0.0.1 ports: DIR/node<i>/ with DIR/node<i>/config.json
 (run each with parley node --config), DIR/service_cert.pem, DIR/user0_cert.pem,
