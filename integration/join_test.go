@@ -277,7 +277,25 @@ func TestJoinTrustRefuseRetireReplace(t *testing.T) {
 	}
 	remaining := without(c.nodes, retiree)
 	last := c.writeAll(remaining, 5, "after-retire")
-	c.waitCommitted(remaining, append(written, last...))
+	written = append(written, last...)
+	c.waitCommitted(remaining, written)
+
+	// Retire the primary itself: it hands the primary role over first.
+	oldPrimary := c.node(primary)
+	c.govAs(oldPrimary, "retire_node", map[string]string{"node_id": c.nodeID(primary)})
+	rest := without(remaining, oldPrimary)
+	neu, _ = c.waitPrimary(rest, primary)
+	c.waitNodes("the old primary Retired and out of raft", func(n netNodes) bool {
+		for _, x := range n.Nodes {
+			if x.RaftID == primary {
+				return x.Status == "Retired" && x.InRaft == "no"
+			}
+		}
+		return false
+	})
+	last = c.writeAll(rest, 5, "after-primary-retired")
+	c.waitCommitted(rest, append(written, last...))
+	t.Logf("primary %d retired, %d took over", primary, neu)
 
 	// Every ledger verifies against the one service certificate.
 	for _, nd := range c.nodes {

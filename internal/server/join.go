@@ -65,6 +65,9 @@ const (
 	// that anyone able to reach the endpoint cannot fill it: beyond it a
 	// refused join is answered 429 and not recorded.
 	maxRefusalsPerMinute = 30
+	// maxPendingNodes bounds the nodes waiting to be trusted, so that
+	// joins alone cannot fill the ledger.
+	maxPendingNodes = 64
 	// joinHPKEInfo is the HPKE info string of the join secrets.
 	joinHPKEInfo = "parley node join v1"
 	// nodeCertValidity is the validity of the certificates the primary
@@ -205,6 +208,9 @@ func openJoinSecrets(key *ecdsa.PrivateKey, sealed *JoinSealed) (*JoinSecrets, e
 	return &s, nil
 }
 
+// errTooManyPending is returned when maxPendingNodes nodes are Pending.
+var errTooManyPending = errors.New("too many pending nodes")
+
 // joinLimiter counts refusals written in the current minute.
 type joinLimiter struct {
 	mu     sync.Mutex
@@ -342,6 +348,17 @@ func (s *Server) postJoin(w http.ResponseWriter, r *http.Request, pub *ecdsa.Pub
 			out = JoinStatus{NodeID: nodeID, Status: info.Status, RaftID: info.RaftID}
 			return nil // already admitted: answer as before, write nothing
 		}
+		pending := 0
+		tx.Foreach(gov.NodesInfoMap, func(_ string, b []byte) bool {
+			var info gov.NodeInfo
+			if json.Unmarshal(b, &info) == nil && info.Status == gov.NodePending {
+				pending++
+			}
+			return true
+		})
+		if pending >= maxPendingNodes {
+			return errTooManyPending
+		}
 		info := gov.NodeInfo{
 			Status:          gov.NodePending,
 			RaftID:          s.nextRaftID(tx),
@@ -367,6 +384,11 @@ func (s *Server) postJoin(w http.ResponseWriter, r *http.Request, pub *ecdsa.Pub
 		out = JoinStatus{NodeID: nodeID, Status: info.Status, RaftID: info.RaftID}
 		return nil
 	})
+	if errors.Is(err, errTooManyPending) {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusTooManyRequests, "TooManyPendingNodes", fmt.Sprintf("%d nodes already wait to be trusted; retire or trust them first", maxPendingNodes))
+		return
+	}
 	if err != nil {
 		s.log.Warn("record a joining node", slog.String("node_id", nodeID), slog.Any("err", err))
 		writeError(w, http.StatusServiceUnavailable, "JoinFailed", "could not record the node; retry")
