@@ -11,7 +11,7 @@
 # encrypted to its key. No key or secret is copied between directories.
 #
 # It writes DIR/service_cert.pem, DIR/user0_cert.pem, DIR/user0_privk.pem
-# (and member0's files) as parley dev does, and DIR/nodes.json
+# (and member0's files) and DIR/profile.json as parley dev does, and DIR/nodes.json
 # ([{"id","endpoint","pid","dir","config"}], id = raft id), and returns once
 # every node is Trusted, a voter, and names the same primary. Each node logs
 # to DIR/node<i>/node.log. Restart a node on its data with
@@ -68,6 +68,10 @@ wait_for 300 test -e "$dir/node0/user0_cert.pem" && wait_for 300 node0_open || {
 for f in service_cert.pem user0_cert.pem user0_privk.pem member0_cert.pem member0_privk.pem member0_enc_privk.pem member0_enc_pubk.pem; do
 	if [ -e "$dir/node0/$f" ] && [ ! -e "$dir/$f" ]; then cp "$dir/node0/$f" "$dir/$f"; fi
 done
+# profile.json for the CLI (parley gov, parley ledger …), as parley dev
+# writes it; member0's files are next to it.
+jq -n --arg ep "https://$ep0" --arg d "$dir" \
+	'{endpoint: $ep, cacert: ($d + "/service_cert.pem"), cert: ($d + "/user0_cert.pem"), key: ($d + "/user0_privk.pem")}' >"$dir/profile.json"
 for ((i = 1; i < count; i++)); do
 	pids+=("$(start_node "$i")")
 done
