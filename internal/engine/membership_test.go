@@ -252,3 +252,69 @@ func (c *testCluster) findConf(id, raftID uint64) (ledger.TxID, bool) {
 	}
 	return ledger.TxID{}, false
 }
+
+// TestTransferLeadershipThenRemove hands the primary role to another voter,
+// which then removes the old primary: the way a retiring primary leaves.
+func TestTransferLeadershipThenRemove(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.leader(c.ids)
+	c.commitOn(old, 3, "before")
+	to := c.ids[0]
+	if to == old {
+		to = c.ids[1]
+	}
+	c.engines[old].TransferLeadership(to)
+	deadline := time.Now().Add(5 * time.Second)
+	for !c.engines[to].IsPrimary() {
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d is not primary 5s after the transfer to it", to)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition, not synchronising
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.engines[to].RemoveNode(ctx, old); err != nil {
+		t.Fatalf("remove the old primary: %v", err)
+	}
+	var rest []uint64
+	for _, id := range c.ids {
+		if id != old {
+			rest = append(rest, id)
+		}
+	}
+	for _, id := range rest {
+		c.waitMembers(id, Membership{Voters: rest})
+	}
+	c.net.isolate(old, c.ids, true)
+	after := c.commitOn(to, 3, "after")
+	for _, id := range rest {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := c.engines[id].WaitCommitted(ctx, after[len(after)-1]); err != nil {
+			t.Errorf("node %d: %v", id, err)
+		}
+		cancel()
+	}
+}
+
+// TestJoiningNodeWaits: a joining node with an empty ledger that no one
+// added never campaigns or leads; the service's membership is unchanged;
+// a joining node needs the service's voters.
+func TestJoiningNodeWaits(t *testing.T) {
+	c := newTestCluster(t, 1)
+	c.leader([]uint64{1})
+	c.start(2, []uint64{1}, true)
+	c.commitOn(1, 3, "x")
+	// It hears from no one: it knows no primary and never campaigns.
+	if got := c.engines[2].Primary(); got != 0 {
+		t.Errorf("the joining node knows primary %d before it was added", got)
+	}
+	if c.engines[2].IsPrimary() || c.engines[2].View() > c.engines[1].View() {
+		t.Errorf("the joining node campaigned: primary %v, view %d", c.engines[2].IsPrimary(), c.engines[2].View())
+	}
+	if got := c.engines[1].Members(); !slices.Equal(got.Voters, []uint64{1}) || len(got.Learners) != 0 {
+		t.Errorf("members %+v, want voters [1]", got)
+	}
+	if _, err := Open(Config{Dir: t.TempDir(), Secret: c.secret, NodeKey: c.cfgs[2].NodeKey, NodeCertPEM: c.cfgs[2].NodeCertPEM, RaftID: 3, Joining: true, Transport: testLink{net: c.net, from: 3}}); err == nil {
+		t.Error("a joining node opened without the service's voters")
+	}
+}
