@@ -309,7 +309,7 @@ func (s *Server) postJoin(w http.ResponseWriter, r *http.Request, pub *ecdsa.Pub
 	}
 	measurement := string(report.Platform) + ":" + hex.EncodeToString(report.Measurement)
 	refuse := func(reason string) {
-		s.refuseJoin(w, r.Context(), nodeID, JoinRefusal{Reason: reason, Platform: string(report.Platform), Measurement: measurement, Address: req.Address})
+		s.refuseJoin(r.Context(), w, nodeID, JoinRefusal{Reason: reason, Platform: string(report.Platform), Measurement: measurement, Address: req.Address})
 	}
 	want, err := JoinReportData(pub)
 	if err != nil {
@@ -416,7 +416,7 @@ func (s *Server) waitAllCommitted(ctx context.Context) error {
 
 // refuseJoin records a refused join and answers 403 (429, unrecorded,
 // over the refusal rate limit).
-func (s *Server) refuseJoin(w http.ResponseWriter, ctx context.Context, nodeID string, ref JoinRefusal) {
+func (s *Server) refuseJoin(ctx context.Context, w http.ResponseWriter, nodeID string, ref JoinRefusal) {
 	s.log.Warn("refused a joining node", slog.String("node_id", nodeID), slog.String("reason", ref.Reason), slog.String("measurement", ref.Measurement))
 	if !s.refusals.allow(time.Now()) {
 		w.Header().Set("Retry-After", "60")
