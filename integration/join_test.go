@@ -308,3 +308,66 @@ func TestJoinTrustRefuseRetireReplace(t *testing.T) {
 		}
 	}
 }
+
+// TestStartScript runs examples/cluster/start.sh and stop.sh: three nodes,
+// two of them joined, all Trusted voters, and a restart of the whole
+// network on its data that joins nothing again.
+func TestStartScript(t *testing.T) {
+	for _, tool := range []string{"bash", "jq", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found", tool)
+		}
+	}
+	recordSourceInputs(t)
+	dir := filepath.Join(t.TempDir(), "net")
+	run := func(script string, args ...string) {
+		t.Helper()
+		cmd := exec.Command("bash", append([]string{filepath.Join("..", "examples", "cluster", script)}, args...)...)
+		cmd.Env = append(os.Environ(), "PARLEY="+parleyBin)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			logs, _ := exec.Command("bash", "-c", "tail -n 20 "+dir+"/node*/node.log").CombinedOutput()
+			t.Fatalf("%s: %v\n%s\n%s", script, err, out, logs)
+		}
+	}
+	stopped := false
+	run("start.sh", dir, "3")
+	t.Cleanup(func() {
+		if !stopped {
+			run("stop.sh", dir)
+		}
+	})
+	var nodes []struct {
+		ID       uint64 `json:"id"`
+		Endpoint string `json:"endpoint"`
+		PID      int    `json:"pid"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "nodes.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &nodes); err != nil || len(nodes) != 3 {
+		t.Fatalf("nodes.json %s: %v", b, err)
+	}
+	ids := map[uint64]bool{}
+	for _, n := range nodes {
+		ids[n.ID] = true
+	}
+	if len(ids) != 3 || ids[0] {
+		t.Errorf("nodes.json ids %v, want three raft ids", ids)
+	}
+	for _, f := range []string{"service_cert.pem", "user0_cert.pem", "user0_privk.pem", "profile.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	run("stop.sh", dir)
+	run("start.sh", dir)
+	for i := 1; i < 3; i++ {
+		log, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d", i), "node.log"))
+		if n := strings.Count(string(log), "joining the service"); n != 1 {
+			t.Errorf("node%d joined %d times, want once", i, n)
+		}
+	}
+	run("stop.sh", dir)
+	stopped = true
+}
