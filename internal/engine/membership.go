@@ -297,11 +297,18 @@ func (e *Engine) confPayload(id ledger.TxID, cc ConfChange) (*kv.WriteSet, []byt
 	if err != nil {
 		return nil, nil, [32]byte{}, fmt.Errorf("encode membership change write set: %w", err)
 	}
-	payload, leaf, err := e.cfg.Secret.Seal(nil, &ledger.Tx{ID: id, Kind: ledger.KindTx, Public: pub})
+	payload, leaf, err := e.confSecret(id.Seqno).Seal(nil, &ledger.Tx{ID: id, Kind: ledger.KindTx, Public: pub})
 	if err != nil {
 		return nil, nil, [32]byte{}, fmt.Errorf("seal membership change: %w", err)
 	}
 	return ws, payload, leaf, nil
+}
+
+// confSecret is the ledger secret that seals the entry at seqno. (One
+// secret today; with ledger secret rotation, the one of seqno's epoch.)
+func (e *Engine) confSecret(seqno uint64) *ledger.Secret {
+	_ = seqno
+	return e.cfg.Secret
 }
 
 // raftChange is cc as raft's protobuf change.
