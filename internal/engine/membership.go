@@ -69,8 +69,8 @@ func (m Membership) Contains(id uint64) bool {
 var (
 	// ErrNoChange is returned when the membership already is as asked.
 	ErrNoChange = errors.New("membership already as asked")
-	// ErrRemoveSelf is returned when the primary is asked to remove itself:
-	// transfer the leadership first.
+	// ErrRemoveSelf is returned when a node is asked to remove itself: the
+	// primary transfers the leadership first, and the new one removes it.
 	ErrRemoveSelf = errors.New("the primary cannot remove itself")
 )
 
@@ -95,7 +95,7 @@ func (e *Engine) AddVoter(ctx context.Context, raftID uint64) (ledger.TxID, erro
 }
 
 // RemoveNode removes raftID from raft and returns once the change is
-// committed. The primary cannot remove itself (ErrRemoveSelf).
+// committed. A node cannot remove itself (ErrRemoveSelf).
 func (e *Engine) RemoveNode(ctx context.Context, raftID uint64) (ledger.TxID, error) {
 	return e.changeMembership(ctx, ConfChange{Op: OpRemove, RaftID: raftID})
 }
@@ -103,6 +103,9 @@ func (e *Engine) RemoveNode(ctx context.Context, raftID uint64) (ledger.TxID, er
 func (e *Engine) changeMembership(ctx context.Context, cc ConfChange) (ledger.TxID, error) {
 	if cc.RaftID == 0 {
 		return ledger.TxID{}, errors.New("membership change: raft id 0")
+	}
+	if cc.Op == OpRemove && cc.RaftID == e.cfg.RaftID {
+		return ledger.TxID{}, ErrRemoveSelf
 	}
 	req := &confRequest{cc: cc, reply: make(chan result, 1)}
 	select {
