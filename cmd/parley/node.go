@@ -24,9 +24,22 @@ internal/server for every field; unknown fields are refused).
 
 On first start the data directory is created with a new service: the service
 and node identities, and user0 (Administrator) and member0 certificates and
-keys, as parley dev does. With a "cluster" section the node is one voter of
-a static cluster whose directories parley node init-cluster made; the
-attested join of new nodes is not built yet.
+keys, as parley dev does.
+
+With a "network" section the new service accepts joining nodes (POST
+/node/join) and changes its raft membership as governance decides
+(trust_node, retire_node); "network": {"autoTrustNodes": true} trusts every
+node whose evidence and measurement check out (development).
+
+With a "join" section ({"target": "host:port", "serviceCertificate": FILE})
+a node whose data directory is empty joins that service: it makes its node
+key, presents TEE evidence binding it (the virtual platform: development
+only), waits until it is Trusted, receives its endorsed certificate and the
+service's secrets encrypted to its key, and catches up by replication. Once
+joined it restarts on its data directory and never joins again.
+
+With a "cluster" section the node is one voter of a static cluster whose
+directories parley node init-cluster made (development only).
 
 With --recover (disaster recovery), the node starts a NEW service from an old
 service's ledger directory (--previous-ledger): it makes a new service and
@@ -69,7 +82,7 @@ opens. Restarting a recovered node needs no flag and no shares.`,
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			srv, err := server.Start(cfg, logger)
+			srv, err := server.StartContext(cmd.Context(), cfg, logger)
 			if err != nil {
 				return err
 			}
@@ -80,7 +93,58 @@ opens. Restarting a recovered node needs no flag and no shares.`,
 	cmd.Flags().BoolVar(&recoverMode, "recover", false, "start a new service from an old service's ledger (disaster recovery)")
 	cmd.Flags().StringVar(&prevLedger, "previous-ledger", "", "with --recover: the old service's ledger directory")
 	cmd.Flags().StringVar(&prevCert, "previous-service-cert", "", "with --recover: the old service certificate (PEM), if the old ledger does not record it")
-	cmd.AddCommand(newInitClusterCmd())
+	cmd.AddCommand(newInitClusterCmd(), newInitNetworkCmd())
+	return cmd
+}
+
+// NetworkFile is the file init-network writes into its base directory: the
+// nodes it configured, as JSON.
+const NetworkFile = "network.json"
+
+func newInitNetworkCmd() *cobra.Command {
+	var dir string
+	var nodes, members int
+	var autoTrust bool
+	cmd := &cobra.Command{
+		Use:   "init-network",
+		Short: "Write the configuration files of a network of nodes that join one another",
+		Long: `Write the configuration files of N nodes on free 127.0.0.1 ports, and nothing
+else: DIR/node0/config.json starts a new service that accepts joining nodes,
+and DIR/node<i>/config.json (i >= 1) joins it through the attested join, with
+DIR/service_cert.pem as the service certificate (copy it from DIR/node0 once
+node0 has started). DIR/network.json lists the nodes
+([{"id","endpoint","dir","config"}], also printed); "id" is the raft id each
+node gets if they join in order. No key or secret is made or copied: each
+node makes its own, and joining nodes receive the service's secrets only
+once they are trusted. examples/cluster/start.sh uses it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return &exitError{code: 2, err: errors.New("--dir is required")}
+			}
+			if _, err := os.Stat(filepath.Join(dir, NetworkFile)); err == nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s already holds a network", dir)}
+			}
+			ms, err := server.InitNetwork(dir, server.InitNetworkOptions{Nodes: nodes, Members: members, AutoTrustNodes: autoTrust})
+			if err != nil {
+				return err
+			}
+			b, err := json.MarshalIndent(ms, "", "  ")
+			if err != nil {
+				return err
+			}
+			b = append(b, '\n')
+			if err := vfs.WriteFileDurable(vfs.OS{}, filepath.Join(dir, NetworkFile), b, 0o644); err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "base directory of the network")
+	cmd.Flags().IntVar(&nodes, "nodes", 3, "number of nodes")
+	cmd.Flags().IntVar(&members, "members", 1, "number of consortium members")
+	cmd.Flags().BoolVar(&autoTrust, "auto-trust", false, "trust joining nodes whose evidence checks out without a vote (development)")
 	return cmd
 }
 
@@ -93,7 +157,7 @@ func newInitClusterCmd() *cobra.Command {
 	var nodes, members int
 	cmd := &cobra.Command{
 		Use:   "init-cluster",
-		Short: "Make the data directories of a static development cluster",
+		Short: "Make the data directories of a static development cluster (development only; see init-network)",
 		Long: `Make the data directories and configuration files of a new static cluster of
 N nodes on free 127.0.0.1 ports: DIR/node<i>/ with DIR/node<i>/config.json
 (run each with parley node --config), DIR/service_cert.pem, DIR/user0_cert.pem,

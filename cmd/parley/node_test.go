@@ -80,3 +80,36 @@ func strconvQuote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// TestInitNetworkCLI writes a network's configurations: node0 starts a
+// service, the others join it; no key or secret is written.
+func TestInitNetworkCLI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "net")
+	out, _, err := runCLI(t, "", "node", "init-network", "--dir", dir, "--nodes", "3", "--auto-trust")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []server.ClusterMember
+	if err := json.Unmarshal([]byte(out), &ms); err != nil || len(ms) != 3 {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	for i, m := range ms {
+		cfg, err := server.LoadConfig(m.Config)
+		if err != nil {
+			t.Fatalf("node %d config: %v", i, err)
+		}
+		switch {
+		case i == 0 && (cfg.Network == nil || !cfg.Network.AutoTrustNodes || cfg.Join != nil):
+			t.Errorf("node0 config %+v, want a network with auto-trust", cfg)
+		case i > 0 && (cfg.Join == nil || cfg.Join.Target != ms[0].Endpoint || cfg.Network != nil):
+			t.Errorf("node %d config %+v, want to join %s", i, cfg, ms[0].Endpoint)
+		}
+		entries, _ := os.ReadDir(m.Dir)
+		if len(entries) != 1 {
+			t.Errorf("node %d directory holds %d files, want only config.json", i, len(entries))
+		}
+	}
+	if _, _, err := runCLI(t, "", "node", "init-network", "--dir", dir); exitCode(err) != 2 {
+		t.Errorf("init-network over an existing network: %v, want exit 2", err)
+	}
+}

@@ -110,6 +110,8 @@ type Transport struct {
 	roots    *x509.CertPool
 	client   *http.Client
 	httpTr   *http.Transport
+	queueLen int
+	mu       sync.RWMutex // guards peers and byNodeID
 	peers    map[uint64]*peer
 	byNodeID map[string]uint64
 	receiver atomic.Pointer[receiverBox]
@@ -128,6 +130,7 @@ type peer struct {
 	Peer
 	url   string
 	queue chan pb.Message
+	gone  chan struct{} // closed when the peer is removed
 }
 
 // New starts a Transport with one sender goroutine per peer. Messages that
@@ -165,35 +168,94 @@ func New(cfg Config) (*Transport, error) {
 		roots:    roots,
 		httpTr:   httpTr,
 		client:   &http.Client{Transport: httpTr, Timeout: sendTimeout},
+		queueLen: cfg.QueueSize,
 		peers:    make(map[uint64]*peer),
 		byNodeID: make(map[string]uint64),
 		stop:     make(chan struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	for _, p := range cfg.Peers {
-		if p.ID == cfg.ID {
+	if err := t.SetPeers(cfg.Peers); err != nil {
+		t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkPeers validates a peer list.
+func checkPeers(self uint64, peers []Peer) error {
+	seen := map[uint64]bool{}
+	for _, p := range peers {
+		if p.ID == self {
 			continue
 		}
 		if p.ID == 0 {
-			return nil, errors.New("consensus: peer raft id 0")
+			return errors.New("consensus: peer raft id 0")
 		}
-		if _, dup := t.peers[p.ID]; dup {
-			return nil, fmt.Errorf("consensus: peer %d listed twice", p.ID)
+		if seen[p.ID] {
+			return fmt.Errorf("consensus: peer %d listed twice", p.ID)
 		}
+		seen[p.ID] = true
 		if _, _, err := net.SplitHostPort(p.Address); err != nil {
-			return nil, fmt.Errorf("consensus: peer %d address: %w", p.ID, err)
+			return fmt.Errorf("consensus: peer %d address: %w", p.ID, err)
 		}
 		if b, err := hex.DecodeString(p.NodeID); err != nil || len(b) != sha256.Size {
-			return nil, fmt.Errorf("consensus: peer %d node id %q: want 64 hex digits", p.ID, p.NodeID)
+			return fmt.Errorf("consensus: peer %d node id %q: want 64 hex digits", p.ID, p.NodeID)
 		}
-		t.peers[p.ID] = &peer{Peer: p, url: "https://" + p.Address + Path, queue: make(chan pb.Message, cfg.QueueSize)}
-		t.byNodeID[p.NodeID] = p.ID
 	}
-	for _, p := range t.peers {
+	return nil
+}
+
+// SetPeers replaces the peers: new ones get a sender, removed ones lose
+// theirs (with their queued messages), and a peer whose address or node id
+// changed is replaced. This node, if listed, is ignored. On an invalid
+// list nothing changes.
+func (t *Transport) SetPeers(peers []Peer) error {
+	if err := checkPeers(t.id, peers); err != nil {
+		return err
+	}
+	select {
+	case <-t.stop:
+		return errors.New("consensus: transport closed")
+	default:
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	want := map[uint64]Peer{}
+	for _, p := range peers {
+		if p.ID != t.id {
+			want[p.ID] = p
+		}
+	}
+	for id, old := range t.peers {
+		if p, ok := want[id]; ok && p == old.Peer {
+			delete(want, id)
+			continue
+		}
+		close(old.gone)
+		delete(t.peers, id)
+	}
+	for _, p := range want {
+		np := &peer{Peer: p, url: "https://" + p.Address + Path, queue: make(chan pb.Message, t.queueLen), gone: make(chan struct{})}
+		t.peers[p.ID] = np
 		t.wg.Add(1)
-		go t.sendLoop(p)
+		go t.sendLoop(np)
 	}
-	return t, nil
+	clear(t.byNodeID)
+	for id, p := range t.peers {
+		t.byNodeID[p.NodeID] = id
+	}
+	return nil
+}
+
+// Peers returns the current peers.
+func (t *Transport) Peers() []Peer {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]Peer, 0, len(t.peers))
+	for _, p := range t.peers {
+		out = append(out, p.Peer)
+	}
+	return out
 }
 
 // SetReceiver sets where arriving messages go.
@@ -202,6 +264,8 @@ func (t *Transport) SetReceiver(r Receiver) { t.receiver.Store(&receiverBox{r}) 
 // Send queues msgs for their peers without blocking, dropping those for
 // unknown peers or full queues.
 func (t *Transport) Send(msgs []pb.Message) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	for _, m := range msgs {
 		p := t.peers[m.To]
 		if p == nil {
@@ -244,6 +308,8 @@ func (t *Transport) sendLoop(p *peer) {
 		select {
 		case <-t.stop:
 			return
+		case <-p.gone:
+			return
 		case m := <-p.queue:
 			batch = append(batch[:0], m)
 		}
@@ -271,6 +337,9 @@ func (t *Transport) sendLoop(p *peer) {
 			timer := time.NewTimer(retryPause)
 			select {
 			case <-t.stop:
+				timer.Stop()
+				return
+			case <-p.gone:
 				timer.Stop()
 				return
 			case <-timer.C:
@@ -355,6 +424,8 @@ func (t *Transport) Authenticate(cs *tls.ConnectionState) (uint64, error) {
 		return 0, fmt.Errorf("authenticate peer: %w", err)
 	}
 	nid := nodeIDOf(leaf)
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	for known, id := range t.byNodeID {
 		if sameID(known, nid) {
 			return id, nil

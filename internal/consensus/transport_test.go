@@ -668,3 +668,53 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestSetPeers adds a node to a running transport and removes it again:
+// its messages are accepted only while it is a peer, and a bad list
+// changes nothing.
+func TestSetPeers(t *testing.T) {
+	c := newTestCluster(t, 1)
+	target := c.nodes[1]
+	key, der := newKeyCert(t, c.svc)
+	nid, err := identity.NodeID(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	if err := Encode(&body, []pb.Message{{Type: pb.MsgHeartbeatResp, From: 7, To: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	post := func() int {
+		cfg := &tls.Config{RootCAs: poolOf(c.svc.Cert), MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Post("https://"+target.addr+Path, "application/octet-stream", bytes.NewReader(body.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := post(); got != http.StatusForbidden {
+		t.Fatalf("before SetPeers: status %d, want 403", got)
+	}
+	newcomer := Peer{ID: 7, Address: "127.0.0.1:1", NodeID: nid}
+	if err := target.tr.SetPeers([]Peer{newcomer, {ID: 7, Address: "127.0.0.1:2", NodeID: nid}}); err == nil {
+		t.Fatal("SetPeers accepted a peer listed twice")
+	}
+	if err := target.tr.SetPeers([]Peer{newcomer}); err != nil {
+		t.Fatal(err)
+	}
+	if got := target.tr.Peers(); len(got) != 1 || got[0] != newcomer {
+		t.Fatalf("Peers() = %v, want [%v]", got, newcomer)
+	}
+	if got := post(); got != http.StatusNoContent {
+		t.Fatalf("after SetPeers: status %d, want 204", got)
+	}
+	if err := target.tr.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := post(); got != http.StatusForbidden {
+		t.Fatalf("after removal: status %d, want 403", got)
+	}
+}

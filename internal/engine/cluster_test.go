@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -71,6 +72,8 @@ type testCluster struct {
 	svc     *identity.Service
 	dirs    map[uint64]string
 	engines map[uint64]*Engine
+	secret  *ledger.Secret
+	cfgs    map[uint64]Config // each node's configuration, to reopen it
 }
 
 // newTestCluster starts n engines forming one new service: one service
@@ -86,38 +89,13 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &testCluster{t: t, net: &testNet{engines: map[uint64]*Engine{}, cut: map[[2]uint64]bool{}}, svc: svc, dirs: map[uint64]string{}, engines: map[uint64]*Engine{}}
+	c := &testCluster{t: t, net: &testNet{engines: map[uint64]*Engine{}, cut: map[[2]uint64]bool{}}, svc: svc, dirs: map[uint64]string{}, engines: map[uint64]*Engine{}, secret: secret, cfgs: map[uint64]Config{}}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
-	for _, id := range c.ids {
-		key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		der, err := svc.EndorseNode(&key.PublicKey, []string{"127.0.0.1"}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.dirs[id] = filepath.Join(t.TempDir(), "ledger")
-		e, err := Open(Config{
-			Dir:          c.dirs[id],
-			Secret:       secret,
-			NodeKey:      key,
-			NodeCertPEM:  identity.EncodeCertPEM(der),
-			RaftID:       id,
-			Voters:       c.ids,
-			Transport:    testLink{net: c.net, from: id},
-			TickInterval: 5 * time.Millisecond,
-			ChunkSize:    4 << 10,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.engines[id] = e
-		c.net.mu.Lock()
-		c.net.engines[id] = e
-		c.net.mu.Unlock()
+	voters := slices.Clone(c.ids)
+	for _, id := range voters {
+		c.start(id, voters, false)
 	}
 	t.Cleanup(func() {
 		for _, e := range c.engines {
@@ -125,6 +103,52 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		}
 	})
 	return c
+}
+
+// start makes node id (a new key, an endorsed certificate, an empty
+// ledger) and opens its engine with the given initial voters; joining
+// marks a node that joins the running service.
+func (c *testCluster) start(id uint64, voters []uint64, joining bool) *Engine {
+	c.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	der, err := c.svc.EndorseNode(&key.PublicKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.dirs[id] = filepath.Join(c.t.TempDir(), "ledger")
+	c.cfgs[id] = Config{
+		Dir:          c.dirs[id],
+		Secret:       c.secret,
+		NodeKey:      key,
+		NodeCertPEM:  identity.EncodeCertPEM(der),
+		RaftID:       id,
+		Voters:       voters,
+		Joining:      joining,
+		Transport:    testLink{net: c.net, from: id},
+		TickInterval: 5 * time.Millisecond,
+		ChunkSize:    4 << 10,
+	}
+	if !slices.Contains(c.ids, id) {
+		c.ids = append(c.ids, id)
+	}
+	return c.reopen(id)
+}
+
+// reopen opens node id's engine on its ledger (after Close).
+func (c *testCluster) reopen(id uint64) *Engine {
+	c.t.Helper()
+	e, err := Open(c.cfgs[id])
+	if err != nil {
+		c.t.Fatalf("open node %d: %v", id, err)
+	}
+	c.engines[id] = e
+	c.net.mu.Lock()
+	c.net.engines[id] = e
+	c.net.mu.Unlock()
+	return e
 }
 
 // leader waits until exactly one of the given nodes leads and returns it.

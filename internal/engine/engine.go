@@ -87,7 +87,13 @@ type Config struct {
 	// Voters are the raft ids of a new service's voting nodes, this one
 	// included; just RaftID when empty (a single voter, which elects itself
 	// at once). Every node of a new service MUST start with the same list.
+	// It is the membership before the first entry of the log: membership
+	// changes in the log (see AddVoter) apply on top of it.
 	Voters []uint64
+	// Joining marks a node that joined an existing service: it is not
+	// among Voters and takes part in raft only once a membership change
+	// in the log adds it. Voters must then be the service's Voters.
+	Joining bool
 	// Transport carries raft messages to the other nodes; required with
 	// more than one voter. Messages from them come in through Receive.
 	Transport Transport
@@ -201,6 +207,19 @@ type Engine struct {
 	metrics    Metrics
 	// keys are the ledger secrets by seqno (secrets.go), guarded by mu.
 	keys secretState
+
+	// Membership (membership.go).
+	confc         chan *confRequest
+	transferc     chan uint64
+	members       pb.ConfState      // guarded by mu
+	progress      map[uint64]uint64 // guarded by mu; the primary's view
+	replayedConfs []replayedConf    // membership changes seen by replay
+	lastConfIndex atomic.Uint64     // seqno of the last membership change in the log
+}
+
+type replayedConf struct {
+	index uint64
+	cc    ConfChange
 }
 
 // termStart records the first index of each term in the log, so the term of
@@ -251,10 +270,13 @@ func Open(cfg Config) (*Engine, error) {
 	if len(voters) == 0 {
 		voters = []uint64{cfg.RaftID}
 	}
-	if !slices.Contains(voters, cfg.RaftID) {
+	if !cfg.Joining && !slices.Contains(voters, cfg.RaftID) {
 		return nil, fmt.Errorf("engine: raft id %d is not among the voters %v", cfg.RaftID, voters)
 	}
-	if len(voters) > 1 && cfg.Transport == nil {
+	if cfg.Joining && len(cfg.Voters) == 0 {
+		return nil, errors.New("engine: a joining node needs the service's Voters")
+	}
+	if (len(voters) > 1 || cfg.Joining) && cfg.Transport == nil {
 		return nil, errors.New("engine: a Transport is required with more than one voter")
 	}
 	nodeID, err := nodeIDFromCert(cfg.NodeCertPEM, &cfg.NodeKey.PublicKey)
@@ -282,6 +304,8 @@ func Open(cfg Config) (*Engine, error) {
 		sigCache:   make(map[uint64]*ledger.Signature),
 		unwritten:  make(map[uint64][]byte),
 		commitWake: make(chan struct{}),
+		confc:      make(chan *confRequest),
+		transferc:  make(chan uint64, 1),
 	}
 	if err := e.initSecrets(&cfg); err != nil {
 		log.Close()
@@ -292,10 +316,20 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	hs := log.HardState()
+	// The membership is the initial one with every change raft knows to
+	// be committed; raft hands those after hs.Commit back when they commit.
+	cs := pb.ConfState{Voters: slices.Sorted(slices.Values(voters))}
+	for _, c := range e.replayedConfs {
+		if c.index <= hs.Commit {
+			cs = foldConf(cs, c.cc)
+		}
+	}
+	e.replayedConfs = nil
+	e.members = cs
 	e.rlog = &raftLog{
 		log:       log,
 		hs:        hs,
-		cs:        pb.ConfState{Voters: voters},
+		cs:        cs,
 		tailFirst: log.LastIndex() + 1,
 	}
 	rn, err := raft.NewRawNode(&raft.Config{

@@ -37,6 +37,12 @@ func (r *raftLog) hardState() pb.HardState {
 	return r.hs
 }
 
+func (r *raftLog) setConfState(cs pb.ConfState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cs = cs
+}
+
 func (r *raftLog) setHardState(hs pb.HardState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -91,6 +97,12 @@ func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
 	}
 	ents := make([]pb.Entry, len(stored))
 	for i, e := range stored {
+		if e.ConfChange {
+			if ents[i], err = raftEntryFromStored(e.Term, e.Index, e.Data); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		ents[i] = pb.Entry{Term: e.Term, Index: e.Index, Type: pb.EntryNormal, Data: e.Data}
 	}
 	return ents, nil
@@ -120,8 +132,13 @@ func (r *raftLog) append(ents []pb.Entry) error {
 		}
 	}
 	batch := make([]storage.Entry, len(ents))
-	for i, e := range ents {
-		batch[i] = storage.Entry{Term: e.Term, Index: e.Index, Signature: isSignature(e.Data), Data: e.Data}
+	for i := range ents {
+		e := &ents[i]
+		payload, err := entryPayload(e)
+		if err != nil {
+			return err
+		}
+		batch[i] = storage.Entry{Term: e.Term, Index: e.Index, Signature: isSignature(payload), ConfChange: e.Type == pb.EntryConfChangeV2, Data: payload}
 	}
 	if err := r.log.Append(batch); err != nil {
 		return fmt.Errorf("append [%d, %d]: %w", first, ents[len(ents)-1].Index, err)

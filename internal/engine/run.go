@@ -44,6 +44,10 @@ type seqState struct {
 	// tree) but not yet proposed: they wait for the signature that will
 	// cover them.
 	held []pb.Entry
+	// confs are membership changes waiting to be proposed; lastConf is
+	// the seqno of the last one this node proposed.
+	confs    []*confRequest
+	lastConf uint64
 }
 
 // maxWaiting bounds the requests held during an election.
@@ -82,6 +86,12 @@ func (e *Engine) run() {
 			e.fail(err)
 			return
 		}
+		if len(st.confs) > 0 {
+			if err := e.tryConf(&st); err != nil {
+				e.fail(err)
+				return
+			}
+		}
 		if len(st.waiting) > 0 && e.rn.BasicStatus().Lead != raft.None {
 			waiting := st.waiting
 			st.waiting = nil
@@ -114,6 +124,13 @@ func (e *Engine) run() {
 			continue
 		case <-tick.C:
 			e.rn.Tick()
+			e.noteProgress()
+			continue
+		case r := <-e.confc:
+			st.confs = append(st.confs, r)
+			continue
+		case to := <-e.transferc:
+			e.rn.TransferLeader(to)
 			continue
 		case <-sigTick.C:
 			if st.sinceSig > 0 && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap() {
@@ -201,8 +218,10 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 			}
 			entries += len(m.Entries)
 			e.mu.Lock()
-			for _, ent := range m.Entries {
-				if p, ok := e.unwritten[ent.Index]; ok && sameBytes(p, ent.Data) {
+			for i := range m.Entries {
+				ent := &m.Entries[i]
+				payload, _ := entryPayload(ent) // append checked it
+				if p, ok := e.unwritten[ent.Index]; ok && sameBytes(p, payload) {
 					delete(e.unwritten, ent.Index)
 				}
 			}
@@ -229,6 +248,12 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 		e.metrics.Syncs.Add(1)
 		e.metrics.Entries.Add(uint64(entries))
 		e.durable.Store(e.log.LastIndex())
+	}
+	// The commit index is saved with term and vote, and also once it
+	// covers a membership change, so that Open rebuilds the membership
+	// with it (raft re-applies only the changes after the saved commit).
+	if conf := e.lastConfIndex.Load(); conf > 0 && hs.Commit >= conf && e.log.HardState().Commit < conf {
+		hsChanged = true
 	}
 	if hsChanged {
 		if err := e.log.SetHardState(hs); err != nil {
@@ -275,6 +300,9 @@ func (e *Engine) fail(err error) {
 // failPending answers every queued request once the loop has stopped.
 func (e *Engine) failPending(st *seqState) {
 	for _, r := range st.waiting {
+		r.reply <- result{err: ErrClosed}
+	}
+	for _, r := range st.confs {
 		r.reply <- result{err: ErrClosed}
 	}
 	for {
@@ -615,6 +643,13 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 				return err
 			}
 		case raft.LocalApplyThread:
+			for i := range m.Entries {
+				if m.Entries[i].Type == pb.EntryConfChangeV2 {
+					if err := e.applyCommittedConf(&m.Entries[i]); err != nil {
+						return err
+					}
+				}
+			}
 			if n := len(m.Entries); n > 0 {
 				e.advanceCommit(m.Entries[n-1].Index)
 			}
@@ -638,6 +673,11 @@ func (e *Engine) learn(st *seqState, ents []pb.Entry) error {
 		if len(st.own) > 0 {
 			own := st.own[0]
 			if own.Index == ent.Index && own.Term == ent.Term {
+				if own.Type != ent.Type || len(own.Data) != len(ent.Data) {
+					// Raft replaced a proposal it refused (a membership
+					// change) with an empty entry: never let it pass.
+					return fmt.Errorf("entry %d.%d: raft changed a proposal (%s, %d bytes) into %s, %d bytes", ent.Term, ent.Index, own.Type, len(own.Data), ent.Type, len(ent.Data))
+				}
 				st.own = st.own[1:]
 				continue
 			}
@@ -650,7 +690,14 @@ func (e *Engine) learn(st *seqState, ents []pb.Entry) error {
 			e.logger.Warn("rolling back uncommitted entries", slog.Uint64("from", ent.Index), slog.Uint64("to", last))
 			e.rollbackTo(ent.Index - 1)
 		}
-		if err := e.applyEntry(ent.Term, ent.Index, ent.Data, false); err != nil {
+		payload, err := entryPayload(&ent)
+		if err != nil {
+			return err
+		}
+		if ent.Type == pb.EntryConfChangeV2 {
+			e.lastConfIndex.Store(ent.Index)
+		}
+		if err := e.applyEntry(ent.Term, ent.Index, payload, false); err != nil {
 			return err
 		}
 	}
@@ -813,6 +860,14 @@ func (e *Engine) replay() error {
 		for _, ent := range ents {
 			if err := e.applyEntry(ent.Term, ent.Index, ent.Data, true); err != nil {
 				return fmt.Errorf("replay: %w", err)
+			}
+			if ent.ConfChange {
+				cc, err := confChangeOf(ent.Data)
+				if err != nil {
+					return fmt.Errorf("replay: entry %d: %w", ent.Index, err)
+				}
+				e.replayedConfs = append(e.replayedConfs, replayedConf{index: ent.Index, cc: cc})
+				e.lastConfIndex.Store(ent.Index)
 			}
 		}
 		lo += uint64(len(ents))

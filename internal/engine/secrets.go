@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -265,7 +266,14 @@ func writes(ws *kv.WriteSet, m string) bool {
 func (e *Engine) noteSecretsLocked(seqno uint64, rotation *ledger.Secret, ws *kv.WriteSet, opened bool) {
 	switch {
 	case rotation != nil:
-		e.keys.epochs = append(e.keys.epochs, Epoch{From: seqno + 1, Secret: rotation})
+		from := seqno + 1
+		i := sort.Search(len(e.keys.epochs), func(i int) bool { return e.keys.epochs[i].From >= from })
+		if i < len(e.keys.epochs) && e.keys.epochs[i].From == from {
+			// Known already: a node that joined was given the secrets of
+			// the rotations it now replays.
+			return
+		}
+		e.keys.epochs = slices.Insert(e.keys.epochs, i, Epoch{From: from, Secret: rotation})
 	case !opened && ws != nil && writes(ws, HistoricalSecretsMap):
 		e.keys.lastClosedRotation = seqno
 	}

@@ -115,6 +115,20 @@ func (a removeJWTIssuer) apply(s *state) error {
 // ServiceConfig is the value of ServiceConfigMap's key "".
 type ServiceConfig struct {
 	RecoveryThreshold int `json:"recoveryThreshold"`
+	// AutoTrustNodes makes a joining node whose evidence and measurement
+	// check out Trusted at once, without a trust_node proposal. It is
+	// recorded when the service is created (node configuration
+	// network.autoTrustNodes); development clusters use it.
+	AutoTrustNodes bool `json:"autoTrustNodes,omitempty"`
+}
+
+// ServiceConfigOf reads the service configuration in tx.
+func ServiceConfigOf(tx *kv.Tx) ServiceConfig {
+	var c ServiceConfig
+	if b, ok := tx.Get(ServiceConfigMap, ""); ok {
+		_ = json.Unmarshal(b, &c)
+	}
+	return c
 }
 
 func recoveryThresholdOf(tx *kv.Tx) int {
@@ -143,18 +157,82 @@ func (a setConstitution) apply(s *state) error {
 	return nil
 }
 
-// NodeInfo is the value of NodesInfoMap: the status governance gave a node.
+// Node statuses in NodesInfoMap.
+const (
+	// NodePending: admitted after its evidence checked out, waiting for
+	// trust_node (or auto-trust).
+	NodePending = "Pending"
+	// NodeTrusted: may take part in consensus; the primary endorses its
+	// certificate and adds it to raft.
+	NodeTrusted = "Trusted"
+	// NodeRetiring: retire_node passed; the primary removes it from raft.
+	NodeRetiring = "Retiring"
+	// NodeRetired: out of raft for good.
+	NodeRetired = "Retired"
+)
+
+// NodeInfo is the value of NodesInfoMap, keyed by node id: a node of the
+// service, its status and what it joined with.
 type NodeInfo struct {
 	Status string `json:"status"`
+	// RaftID is its raft id (0 for a node of a static cluster recorded
+	// before joins existed).
+	RaftID uint64 `json:"raft_id,omitempty"`
+	// Address is its host:port, for clients and for the other nodes.
+	Address string `json:"address,omitempty"`
+	// PublicKey is its public key (PEM SubjectPublicKeyInfo).
+	PublicKey string `json:"public_key,omitempty"`
+	// Cert is its certificate endorsed by the service key (PEM), once it
+	// is Trusted.
+	Cert string `json:"cert,omitempty"`
+	// SubjectAltNames are the names its certificate covers.
+	SubjectAltNames []string `json:"subject_alt_names,omitempty"`
+	// Platform and Measurement are what its attestation evidence showed.
+	Platform    string `json:"platform,omitempty"`
+	Measurement string `json:"measurement,omitempty"`
 }
 
-func (a nodeStatus) apply(s *state) error {
-	if a.status == "Retired" {
-		if _, ok := s.tx.Get(NodesInfoMap, a.id); !ok {
-			return applyErr("node %s is not known", a.id)
-		}
+// NodeInfoOf reads node id's record in tx.
+func NodeInfoOf(tx *kv.Tx, id string) (NodeInfo, bool) {
+	b, ok := tx.Get(NodesInfoMap, id)
+	if !ok {
+		return NodeInfo{}, false
 	}
-	s.tx.Put(NodesInfoMap, a.id, mustJSON(NodeInfo{Status: a.status}))
+	var info NodeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return NodeInfo{Status: "Unknown"}, true
+	}
+	return info, true
+}
+
+// apply makes trust_node turn a Pending node Trusted, and retire_node
+// start retiring a node: a Trusted one becomes Retiring (the primary then
+// removes it from raft and marks it Retired), a Pending one Retired at
+// once. The rest of the node's record is kept.
+func (a nodeStatus) apply(s *state) error {
+	info, ok := NodeInfoOf(s.tx, a.id)
+	if !ok {
+		return applyErr("node %s is not known", a.id)
+	}
+	switch a.status {
+	case NodeTrusted:
+		if info.Status != NodePending {
+			return applyErr("node %s is %s, not Pending", a.id, info.Status)
+		}
+		info.Status = NodeTrusted
+	case NodeRetired:
+		switch info.Status {
+		case NodePending:
+			info.Status = NodeRetired
+		case NodeTrusted:
+			info.Status = NodeRetiring
+		default:
+			return applyErr("node %s is %s: only a Pending or Trusted node can be retired", a.id, info.Status)
+		}
+	default:
+		return applyErr("node status %q", a.status)
+	}
+	s.tx.Put(NodesInfoMap, a.id, mustJSON(info))
 	return nil
 }
 

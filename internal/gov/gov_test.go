@@ -380,6 +380,7 @@ func TestActions(t *testing.T) {
 		{Name: "transition_service_to_open"},
 		{Name: "rotate_ledger_secret"},
 	}
+	f.putNode(t, strings.Repeat("0f", 32), NodeInfo{Status: NodePending, RaftID: 2})
 	p, err := f.propose(t, m, acts...)
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +398,7 @@ func TestActions(t *testing.T) {
 	tx := f.eng.Begin()
 	for _, kv := range []struct{ m, k, want string }{
 		{ServiceConfigMap, "", `{"recoveryThreshold":2}`},
-		{NodesInfoMap, strings.Repeat("0f", 32), `{"status":"Trusted"}`},
+		{NodesInfoMap, strings.Repeat("0f", 32), `{"status":"Trusted","raft_id":2}`},
 		{ServiceInfoMap, "", `{"status":"Open"}`},
 		{RekeysMap, p.ProposalID, `{"status":"Applied"}`},
 	} {

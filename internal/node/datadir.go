@@ -20,6 +20,7 @@ import (
 	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -39,7 +40,13 @@ const (
 	NodeCertFile     = "node_cert.pem"
 	nodeKeyFile      = "node_privk.sealed"
 	ledgerSecretFile = "ledger_secret.sealed"
-	sealingKeyFile   = "sealing.key"
+	// ledgerSecretsFile holds, sealed, the ledger secrets by first seqno
+	// of a node that joined a service (JSON []SecretEpoch).
+	ledgerSecretsFile = "ledger_secrets.sealed"
+	sealingKeyFile    = "sealing.key"
+	// JoinFile records, for a node that joined a service, its raft id and
+	// the service's initial voters (public, not sealed).
+	JoinFile = "join.json"
 	// LedgerDir is the ledger's directory inside the data directory.
 	LedgerDir = "ledger"
 )
@@ -53,9 +60,26 @@ type Identity struct {
 	NodeKey     *ecdsa.PrivateKey
 	NodeCertPEM []byte
 	Secret      *ledger.Secret
+	// Epochs, for a node that joined a service, are the service's ledger
+	// secrets by first seqno as it received them (Secret is the last);
+	// nil for a node that started its service (Secret seals from seqno 1).
+	Epochs []Epoch
 	// rawSecret is the ledger secret Secret derives from, kept only to be
 	// wrapped for recovery (LedgerSecret). Never logged.
 	rawSecret []byte
+}
+
+// Epoch is a ledger secret and the first seqno it seals.
+type Epoch struct {
+	From   uint64
+	Secret *ledger.Secret
+}
+
+// SecretEpoch is a raw ledger secret and the first seqno it seals, as a
+// joining node receives and keeps it.
+type SecretEpoch struct {
+	From   uint64 `json:"from"`
+	Secret []byte `json:"secret"`
 }
 
 // LedgerSecret returns a copy of the raw ledger secret, for governance to
@@ -117,49 +141,166 @@ func Init(fsys vfs.FS, dir string, opts InitOptions) (*Identity, error) {
 	} else if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("init: ledger secret: %w", err)
 	}
+	defer clear(secret)
+	if err := writeNode(fsys, dir, svc, nodeKey, identity.EncodeCertPEM(nodeDER), secret, nil, nil); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	return Load(fsys, dir)
+}
+
+// writeNode seals and writes a node's files into dir, durably. The service
+// certificate goes last: its presence marks a complete node.
+func writeNode(fsys vfs.FS, dir string, svc *identity.Service, nodeKey *ecdsa.PrivateKey, nodeCertPEM, secret, secretsJSON, joinJSON []byte) error {
 	sealKey := make([]byte, 32)
 	if _, err := rand.Read(sealKey); err != nil {
-		return nil, fmt.Errorf("init: sealing key: %w", err)
+		return fmt.Errorf("sealing key: %w", err)
 	}
 	svcKeyPEM, err := identity.EncodeKeyPEM(svc.Key)
 	if err != nil {
-		return nil, fmt.Errorf("init: %w", err)
+		return err
 	}
 	nodeKeyPEM, err := identity.EncodeKeyPEM(nodeKey)
 	if err != nil {
-		return nil, fmt.Errorf("init: %w", err)
+		return err
 	}
 	sealedSecret, err := seal(sealKey, secret, ledgerSecretFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sealedSvc, err := seal(sealKey, svcKeyPEM, serviceKeyFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sealedNode, err := seal(sealKey, nodeKeyPEM, nodeKeyFile)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// The service certificate goes last: its presence marks a complete node.
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
 		perm fs.FileMode
-	}{
+	}
+	files := []file{
 		{sealingKeyFile, sealKey, 0o600},
 		{ledgerSecretFile, sealedSecret, 0o600},
 		{serviceKeyFile, sealedSvc, 0o600},
 		{nodeKeyFile, sealedNode, 0o600},
-		{NodeCertFile, identity.EncodeCertPEM(nodeDER), 0o644},
-		{ServiceCertFile, identity.EncodeCertPEM(svc.CertDER), 0o644},
+		{NodeCertFile, nodeCertPEM, 0o644},
 	}
+	if secretsJSON != nil {
+		sealedSecrets, err := seal(sealKey, secretsJSON, ledgerSecretsFile)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{ledgerSecretsFile, sealedSecrets, 0o600})
+	}
+	if joinJSON != nil {
+		files = append(files, file{JoinFile, joinJSON, 0o644})
+	}
+	files = append(files, file{ServiceCertFile, identity.EncodeCertPEM(svc.CertDER), 0o644})
 	for _, f := range files {
 		if err := vfs.WriteFileDurable(fsys, filepath.Join(dir, f.name), f.data, f.perm); err != nil {
-			return nil, fmt.Errorf("init: write %s: %w", f.name, err)
+			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}
+	return nil
+}
+
+// JoinInfo is what a node that joined a service keeps of its admission
+// (DIR/join.json): the raft id the primary gave it, the service's
+// initial voters (the raft membership before the first ledger entry), and
+// the nodes it was told of, to reach before it has read them from the
+// ledger.
+type JoinInfo struct {
+	RaftID uint64     `json:"raftId"`
+	Voters []uint64   `json:"voters"`
+	Peers  []JoinPeer `json:"peers"`
+}
+
+// JoinPeer is a node of the service as a joining node first learns it.
+type JoinPeer struct {
+	RaftID  uint64 `json:"raftId"`
+	NodeID  string `json:"nodeId"`
+	Address string `json:"address"`
+}
+
+// Joined is what a node receives when it is admitted to a service.
+type Joined struct {
+	// NodeKey is the key the node made and joined with.
+	NodeKey *ecdsa.PrivateKey
+	// NodeCertPEM is its certificate, endorsed by the service key.
+	NodeCertPEM []byte
+	// ServiceCertPEM and ServiceKeyPEM are the service identity.
+	ServiceCertPEM, ServiceKeyPEM []byte
+	// LedgerSecrets are the service's ledger secrets by first seqno,
+	// ascending (ledger.SecretSize bytes each); the last is the current one.
+	LedgerSecrets []SecretEpoch
+	Info          JoinInfo
+}
+
+// InitJoined writes, durably and sealed, the data directory of a node that
+// was admitted to a service. It refuses a directory that already holds a
+// node.
+func InitJoined(fsys vfs.FS, dir string, j Joined) (*Identity, error) {
+	if Exists(fsys, dir) {
+		return nil, fmt.Errorf("init joined node %s: already holds a node", dir)
+	}
+	svc, err := identity.LoadService(j.ServiceCertPEM, j.ServiceKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("init joined node: service identity: %w", err)
+	}
+	cert, err := identity.ParseCertPEM(j.NodeCertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("init joined node: node certificate: %w", err)
+	}
+	if j.NodeKey == nil || !j.NodeKey.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("init joined node: the certificate does not hold the node key")
+	}
+	if err := cert.CheckSignatureFrom(svc.Cert); err != nil {
+		return nil, fmt.Errorf("init joined node: the certificate is not endorsed by the service: %w", err)
+	}
+	if err := checkEpochs(j.LedgerSecrets); err != nil {
+		return nil, fmt.Errorf("init joined node: %w", err)
+	}
+	secretsJSON, err := json.Marshal(j.LedgerSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("init joined node: %w", err)
+	}
+	defer clear(secretsJSON)
+	if j.Info.RaftID == 0 || len(j.Info.Voters) == 0 {
+		return nil, errors.New("init joined node: raft id and voters are required")
+	}
+	info, err := json.MarshalIndent(j.Info, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("init joined node: %w", err)
+	}
+	if err := vfs.MkdirAllDurable(fsys, dir, 0o700); err != nil {
+		return nil, fmt.Errorf("init joined node %s: %w", dir, err)
+	}
+	latest := j.LedgerSecrets[len(j.LedgerSecrets)-1].Secret
+	if err := writeNode(fsys, dir, svc, j.NodeKey, j.NodeCertPEM, latest, secretsJSON, append(info, '\n')); err != nil {
+		return nil, fmt.Errorf("init joined node: %w", err)
+	}
 	return Load(fsys, dir)
+}
+
+// LoadJoinInfo reads DIR/join.json; ok is false for a node that did not
+// join (it started its service).
+func LoadJoinInfo(fsys vfs.FS, dir string) (info JoinInfo, ok bool, err error) {
+	b, err := fsys.ReadFile(filepath.Join(dir, JoinFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return JoinInfo{}, false, nil
+	}
+	if err != nil {
+		return JoinInfo{}, false, fmt.Errorf("load %s: %w", JoinFile, err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return JoinInfo{}, false, fmt.Errorf("load %s: %w", JoinFile, err)
+	}
+	if info.RaftID == 0 || len(info.Voters) == 0 {
+		return JoinInfo{}, false, fmt.Errorf("load %s: raft id and voters are required", JoinFile)
+	}
+	return info, true, nil
 }
 
 // Load reads the identity of the node in dir.
@@ -221,7 +362,65 @@ func Load(fsys vfs.FS, dir string) (*Identity, error) {
 		clear(raw)
 		return nil, fmt.Errorf("load ledger secret: %w", err)
 	}
-	return &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret, rawSecret: raw}, nil
+	id := &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret, rawSecret: raw}
+	if id.Epochs, err = loadEpochs(fsys, dir, sealKey); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// checkEpochs checks a joining node's ledger secrets: at least one, each
+// of the right size, first seqnos ascending from 1 or later.
+func checkEpochs(eps []SecretEpoch) error {
+	if len(eps) == 0 {
+		return errors.New("no ledger secret")
+	}
+	for i, ep := range eps {
+		if len(ep.Secret) != ledger.SecretSize {
+			return fmt.Errorf("ledger secret %d of %d bytes, want %d", i, len(ep.Secret), ledger.SecretSize)
+		}
+		if ep.From == 0 || (i > 0 && ep.From <= eps[i-1].From) {
+			return fmt.Errorf("ledger secret %d: first seqnos must ascend from 1", i)
+		}
+	}
+	return nil
+}
+
+// loadEpochs reads a joined node's ledger secrets, nil if it has none.
+func loadEpochs(fsys vfs.FS, dir string, sealKey []byte) ([]Epoch, error) {
+	b, err := fsys.ReadFile(filepath.Join(dir, ledgerSecretsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", ledgerSecretsFile, err)
+	}
+	plain, err := open(sealKey, b, ledgerSecretsFile)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	var raw []SecretEpoch
+	if err := json.Unmarshal(plain, &raw); err != nil {
+		return nil, fmt.Errorf("load %s: %w", ledgerSecretsFile, err)
+	}
+	defer func() {
+		for _, ep := range raw {
+			clear(ep.Secret)
+		}
+	}()
+	if err := checkEpochs(raw); err != nil {
+		return nil, fmt.Errorf("load %s: %w", ledgerSecretsFile, err)
+	}
+	eps := make([]Epoch, len(raw))
+	for i, ep := range raw {
+		sec, err := ledger.NewSecret(ep.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("load %s: %w", ledgerSecretsFile, err)
+		}
+		eps[i] = Epoch{From: ep.From, Secret: sec}
+	}
+	return eps, nil
 }
 
 // WarnNoTEE logs, loudly, where the secrets are.

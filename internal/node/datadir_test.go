@@ -159,3 +159,86 @@ func TestInitSharedService(t *testing.T) {
 		t.Errorf("Init with a short ledger secret succeeded")
 	}
 }
+
+func TestInitJoined(t *testing.T) {
+	svc, err := identity.NewService("Parley Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := identity.NewService("Other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcKeyPEM, err := identity.EncodeKeyPEM(svc.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, nodeKey, err := identity.NewClientCert("n", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	endorse := func(s *identity.Service) []byte {
+		der, err := s.EndorseNode(&nodeKey.PublicKey, []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return identity.EncodeCertPEM(der)
+	}
+	secret := bytes.Repeat([]byte{7}, ledger.SecretSize)
+	older := bytes.Repeat([]byte{6}, ledger.SecretSize)
+	good := Joined{
+		NodeKey: nodeKey, NodeCertPEM: endorse(svc),
+		ServiceCertPEM: identity.EncodeCertPEM(svc.CertDER), ServiceKeyPEM: svcKeyPEM,
+		LedgerSecrets: []SecretEpoch{{From: 1, Secret: older}, {From: 40, Secret: secret}},
+		Info:          JoinInfo{RaftID: 2, Voters: []uint64{1}, Peers: []JoinPeer{{RaftID: 1, NodeID: "x", Address: "127.0.0.1:1"}}},
+	}
+	tests := []struct {
+		name   string
+		change func(j *Joined)
+	}{
+		{"certificate of another service", func(j *Joined) { j.NodeCertPEM = endorse(other) }},
+		{"short secret", func(j *Joined) { j.LedgerSecrets = []SecretEpoch{{From: 1, Secret: secret[:8]}} }},
+		{"no secret", func(j *Joined) { j.LedgerSecrets = nil }},
+		{"secrets out of order", func(j *Joined) {
+			j.LedgerSecrets = []SecretEpoch{{From: 40, Secret: secret}, {From: 1, Secret: older}}
+		}},
+		{"secret from seqno 0", func(j *Joined) { j.LedgerSecrets = []SecretEpoch{{From: 0, Secret: secret}} }},
+		{"no raft id", func(j *Joined) { j.Info.RaftID = 0 }},
+	}
+	for _, tt := range tests {
+		j := good
+		tt.change(&j)
+		dir := t.TempDir()
+		if _, err := InitJoined(vfs.OS{}, dir, j); err == nil {
+			t.Errorf("%s: InitJoined succeeded", tt.name)
+		}
+		if Exists(vfs.OS{}, dir) {
+			t.Errorf("%s: a refused join left a node behind", tt.name)
+		}
+	}
+	dir := t.TempDir()
+	id, err := InitJoined(vfs.OS{}, dir, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !id.NodeKey.Equal(nodeKey) || !id.Service.Key.Equal(svc.Key) || !bytes.Equal(id.LedgerSecret(), secret) {
+		t.Errorf("the joined node's identity differs from what it received")
+	}
+	if len(id.Epochs) != 2 || id.Epochs[0].From != 1 || id.Epochs[1].From != 40 ||
+		!bytes.Equal(id.Epochs[0].Secret.Raw(), older) || !bytes.Equal(id.Epochs[1].Secret.Raw(), secret) {
+		t.Errorf("the joined node's ledger secrets differ from what it received: %+v", id.Epochs)
+	}
+	if sealed, err := os.ReadFile(filepath.Join(dir, ledgerSecretsFile)); err != nil || bytes.Contains(sealed, older) {
+		t.Errorf("%s: %v, or it holds a secret in the clear", ledgerSecretsFile, err)
+	}
+	info, ok, err := LoadJoinInfo(vfs.OS{}, dir)
+	if err != nil || !ok || info.RaftID != 2 || len(info.Peers) != 1 {
+		t.Errorf("LoadJoinInfo = %+v, %v, %v", info, ok, err)
+	}
+	if _, err := InitJoined(vfs.OS{}, dir, good); err == nil {
+		t.Errorf("InitJoined over an existing node succeeded")
+	}
+	if _, ok, err := LoadJoinInfo(vfs.OS{}, t.TempDir()); ok || err != nil {
+		t.Errorf("LoadJoinInfo of an empty directory: %v, %v", ok, err)
+	}
+}

@@ -268,12 +268,21 @@ func (s *Server) primaryDuties(ctx context.Context) {
 	defer t.Stop()
 	sharesDone, nodesDone := false, false
 	for {
+		if s.network {
+			s.refreshPeers()
+		}
 		switch {
 		case !s.eng.IsPrimary():
 			sharesDone, nodesDone = false, false
 		case s.app.NeedsGenesis():
 			if err := s.genesis(vfs.OS{}); err != nil {
 				s.log.Warn("genesis", slog.Any("err", err))
+			}
+		case s.network && !nodesDone:
+			if err := s.recordSelf(ctx); err != nil {
+				s.log.Warn("record this node", slog.Any("err", err))
+			} else {
+				nodesDone = true
 			}
 		case !nodesDone:
 			if err := s.recordNodes(ctx); err != nil {
@@ -285,6 +294,8 @@ func (s *Server) primaryDuties(ctx context.Context) {
 			s.ensureServiceInfo()
 			s.ensureRecoveryShares()
 			sharesDone = true
+		case s.network:
+			s.reconcile(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -369,6 +380,11 @@ func (s *Server) nodeRoutes(mux *http.ServeMux) {
 		})
 	})
 	mux.HandleFunc("GET /node/network/nodes", func(w http.ResponseWriter, r *http.Request) {
+		if s.network {
+			nodes, refused := s.networkNodes()
+			writeJSON(w, map[string]any{"nodes": nodes, "refused": refused})
+			return
+		}
 		primary, _ := s.primary()
 		var nodes []nodeInfo
 		for _, n := range s.members() {
@@ -404,6 +420,18 @@ func (s *Server) nodeRoutes(mux *http.ServeMux) {
 func (s *Server) members() []ClusterNode {
 	if s.cfg.Cluster != nil {
 		return s.cfg.Cluster.Nodes
+	}
+	if s.network {
+		nodes := s.dynamicNodes(s.eng.Begin())
+		for _, p := range s.bootPeers {
+			if !slices.ContainsFunc(nodes, func(n ClusterNode) bool { return n.RaftID == p.RaftID }) {
+				nodes = append(nodes, ClusterNode{RaftID: p.RaftID, Address: p.Address, NodeID: p.NodeID})
+			}
+		}
+		if !slices.ContainsFunc(nodes, func(n ClusterNode) bool { return n.RaftID == s.eng.RaftID() }) {
+			nodes = append(nodes, ClusterNode{RaftID: s.eng.RaftID(), Address: advertisedAddress(s.cfg), NodeID: s.eng.NodeID()})
+		}
+		return nodes
 	}
 	return []ClusterNode{{RaftID: s.eng.RaftID(), Address: s.ln.Addr().String(), NodeID: s.eng.NodeID()}}
 }
@@ -465,7 +493,17 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r2)
 			return
 		}
-		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.tr == nil || s.eng.IsPrimary() {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.tr == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if s.network {
+			if st := s.selfStatus(); st == gov.NodeRetired || st == gov.NodeRetiring {
+				writeError(w, http.StatusServiceUnavailable, "NodeRetired", "this node is "+st+" and serves no writes; use another node")
+				return
+			}
+		}
+		if s.eng.IsPrimary() {
 			next.ServeHTTP(w, r)
 			return
 		}

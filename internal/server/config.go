@@ -81,11 +81,23 @@ type Config struct {
 	// default), "warn" or "error".
 	LogLevel string `json:"logLevel,omitempty"`
 	// Cluster, when set, makes the node one voter of a static cluster
-	// (see ClusterConfig and InitCluster).
+	// (see ClusterConfig and InitCluster; development only).
 	Cluster *ClusterConfig `json:"cluster,omitempty"`
 	// Recovery, when set, starts a new service from an old service's
 	// ledger (disaster recovery; see RecoveryConfig). One node only.
 	Recovery *RecoveryConfig `json:"recovery,omitempty"`
+	// Network, when set, makes a new service that other nodes can join
+	// (see NetworkConfig).
+	Network *NetworkConfig `json:"network,omitempty"`
+	// Join, when set, makes a node whose data directory holds no node join
+	// a running service (see JoinConfig); once joined it restarts on its
+	// data directory.
+	Join *JoinConfig `json:"join,omitempty"`
+	// VirtualMeasurement is the measurement (64 hex digits) this node
+	// claims in its virtual TEE evidence when it joins, and allows to join
+	// when it starts a network service; the SHA-256 of the running binary
+	// by default. Virtual evidence is for development only.
+	VirtualMeasurement string `json:"virtualMeasurement,omitempty"`
 }
 
 // Duration is a time.Duration written in Go syntax ("10ms") in JSON.
@@ -178,6 +190,9 @@ func (c Config) validate() error {
 		if err := c.Cluster.validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.validateNetwork(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("config: %w", errors.Join(errs...))

@@ -80,12 +80,20 @@ type Server struct {
 	// fwd forwards writes at a backup to the primary, in a cluster.
 	fwd            *http.Transport
 	serviceCertPEM []byte
+	id             *node.Identity
+	networkState   // a network node's (network.go)
 }
 
 // Start prepares the data directory (on first start: the service and node
 // identities, user0 as Administrator and member0, and the genesis
 // transaction), opens the ledger and listens. Run serves.
 func Start(cfg Config, logger *slog.Logger) (*Server, error) {
+	return StartContext(context.Background(), cfg, logger)
+}
+
+// StartContext is Start; ctx bounds only the attested join of a new node
+// (Config.Join), which waits until governance trusts the node.
+func StartContext(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -106,6 +114,11 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 	if cfg.Cluster != nil && !node.Exists(fsys, dir) {
 		return nil, fmt.Errorf("data dir %s holds no node: a cluster node's directory is made by parley node init-cluster", dir)
 	}
+	if cfg.Join != nil && !node.Exists(fsys, dir) {
+		if err := joinService(ctx, cfg, dir, logger); err != nil {
+			return nil, err
+		}
+	}
 	if !node.Exists(fsys, dir) {
 		if _, err := node.Init(fsys, dir, node.InitOptions{SANs: cfg.SubjectAltNames}); err != nil {
 			return nil, err
@@ -122,6 +135,12 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	secret, secrets := id.Secret, []engine.Epoch(nil)
+	for _, ep := range id.Epochs {
+		// A node that joined its service seals and opens with the
+		// service's secrets as it received them.
+		secret = nil
+		secrets = append(secrets, engine.Epoch{From: ep.From, Secret: ep.Secret})
+	}
 	if recovery != nil {
 		// The old ledger's private domain stays closed until the members'
 		// shares restore it; this service's secret seals what follows.
@@ -141,9 +160,18 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		}
 		transport, voters, raftID = tr, cfg.Cluster.voters(), cfg.Cluster.RaftID
 	}
+	ns, err := networkOf(cfg, dir, id, logger)
+	if err != nil {
+		return nil, err
+	}
+	if ns != nil {
+		tr = ns.tr
+		transport, voters, raftID = tr, ns.voters, ns.raftID
+	}
 	eng, err := engine.Open(engine.Config{
 		RaftID:                    raftID,
 		Voters:                    voters,
+		Joining:                   ns != nil && ns.joining,
 		Transport:                 transport,
 		Dir:                       filepath.Join(dir, node.LedgerDir),
 		FS:                        fsys,
@@ -163,7 +191,10 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		}
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
-	s := &Server{cfg: cfg, log: logger, eng: eng, app: app.New(eng, idx, cfg.Limits), files: filesIn(dir), tr: tr}
+	s := &Server{cfg: cfg, log: logger, eng: eng, app: app.New(eng, idx, cfg.Limits), files: filesIn(dir), tr: tr, id: id}
+	if ns != nil {
+		s.networkState = networkState{network: true, joined: ns.joined, bootPeers: ns.peers}
+	}
 	fail := func(err error) (*Server, error) {
 		if tr != nil {
 			tr.Close()
@@ -225,6 +256,9 @@ func Start(cfg Config, logger *slog.Logger) (*Server, error) {
 		mux.Handle("POST "+consensus.Path, tr)
 	}
 	s.nodeRoutes(mux)
+	if s.network {
+		mux.Handle("/node/join", s.routeWrites(http.HandlerFunc(s.serveJoin)))
+	}
 	mux.Handle("/", s.gateRecovering(s.routeWrites(handler)))
 	s.srv = &http.Server{
 		Handler:           mux,

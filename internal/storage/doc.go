@@ -1,7 +1,8 @@
 // Package storage is the ledger's entry log on disk: chunked, append-only
 // files of framed entries, written by group commit and recovered after a
 // crash. The raft log is the ledger: raft index = seqno, raft term = view.
-// Entries are opaque payloads plus (term, index, signature flag).
+// Entries are opaque payloads plus (term, index, signature and
+// membership-change flags).
 //
 // # Directory layout
 //
@@ -30,7 +31,9 @@
 //
 //	offset size field
 //	0      1    version, = 1
-//	1      1    flags: bit 0 = signature transaction; bits 1-7 MUST be 0
+//	1      1    flags: bit 0 = signature transaction; bit 1 = raft
+//	            membership change (the payload is still one ledger
+//	            transaction); bits 2-7 MUST be 0
 //	2      6    payload size in bytes, unsigned little-endian (at most 64 MiB)
 //	8      8    term (raft term = view), unsigned little-endian
 //	16     8    index (raft index = seqno), unsigned little-endian

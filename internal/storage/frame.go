@@ -13,8 +13,11 @@ const (
 	chunkMagic    = "PRLYLDG1"
 	frameVersion  = 1
 	flagSignature = 1
-	headerSize    = 24
-	frameOverhead = headerSize + 4
+	// flagConfChange marks an entry that changes raft's membership.
+	flagConfChange = 2
+	knownFlags     = flagSignature | flagConfChange
+	headerSize     = 24
+	frameOverhead  = headerSize + 4
 	// MaxPayload is the largest entry payload, 64 MiB. A frame declaring a
 	// larger one is corrupt.
 	MaxPayload = 64 << 20
@@ -37,7 +40,10 @@ func appendFrame(dst []byte, e *Entry) []byte {
 	start := len(dst)
 	var flags byte
 	if e.Signature {
-		flags = flagSignature
+		flags |= flagSignature
+	}
+	if e.ConfChange {
+		flags |= flagConfChange
 	}
 	n := uint64(len(e.Data))
 	dst = append(dst, frameVersion, flags,
@@ -64,7 +70,7 @@ func decodeFrame(b []byte) (Entry, int, error) {
 	if b[0] != frameVersion {
 		return Entry{}, 0, fmt.Errorf("%w %d", errFrameVersion, b[0])
 	}
-	if b[1]&^flagSignature != 0 {
+	if b[1]&^knownFlags != 0 {
 		return Entry{}, 0, fmt.Errorf("%w %#x", errFrameFlags, b[1])
 	}
 	size := frameSize(b)
@@ -80,10 +86,11 @@ func decodeFrame(b []byte) (Entry, int, error) {
 		return Entry{}, 0, fmt.Errorf("%w: %08x != %08x", errFrameCRC, got, want)
 	}
 	return Entry{
-		Term:      binary.LittleEndian.Uint64(b[8:]),
-		Index:     binary.LittleEndian.Uint64(b[16:]),
-		Signature: b[1]&flagSignature != 0,
-		Data:      b[headerSize : n-4 : n-4],
+		Term:       binary.LittleEndian.Uint64(b[8:]),
+		Index:      binary.LittleEndian.Uint64(b[16:]),
+		Signature:  b[1]&flagSignature != 0,
+		ConfChange: b[1]&flagConfChange != 0,
+		Data:       b[headerSize : n-4 : n-4],
 	}, n, nil
 }
 

@@ -22,7 +22,11 @@ import (
 type Entry struct {
 	Term, Index uint64
 	Signature   bool // a signature transaction; chunks end only on these
-	Data        []byte
+	// ConfChange marks a ledger transaction that also changes raft's
+	// membership (frame flag bit 1); its payload is an ordinary ledger
+	// transaction.
+	ConfChange bool
+	Data       []byte
 }
 
 // Options configure [Open]. The zero value is usable.
