@@ -65,6 +65,11 @@ type Config struct {
 	// secrets.go). A first From above 1 opens a recovered ledger with the
 	// private domain before it closed (see Restore).
 	Secrets []Epoch
+	// RecoveredUpTo is, for a service that recovered an earlier service's
+	// ledger, the last seqno of that ledger. Its raft membership changes
+	// were the earlier service's: they are not folded into this service's
+	// membership and are served to other nodes as ordinary entries.
+	RecoveredUpTo uint64
 	// NodeKey signs the Merkle root in signature transactions.
 	NodeKey *ecdsa.PrivateKey
 	// NodeCertPEM is the node certificate, endorsed by the service key; it
@@ -320,7 +325,7 @@ func Open(cfg Config) (*Engine, error) {
 	// be committed; raft hands those after hs.Commit back when they commit.
 	cs := pb.ConfState{Voters: slices.Sorted(slices.Values(voters))}
 	for _, c := range e.replayedConfs {
-		if c.index <= hs.Commit {
+		if c.index > cfg.RecoveredUpTo && c.index <= hs.Commit {
 			cs = foldConf(cs, c.cc)
 		}
 	}
@@ -331,6 +336,7 @@ func Open(cfg Config) (*Engine, error) {
 		hs:        hs,
 		cs:        cs,
 		tailFirst: log.LastIndex() + 1,
+		recovered: cfg.RecoveredUpTo,
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                 cfg.RaftID,

@@ -21,6 +21,9 @@ type raftLog struct {
 	cs        pb.ConfState
 	tail      []pb.Entry // contiguous, ending at log.LastIndex(), possibly empty
 	tailFirst uint64     // index of tail[0]
+	// recovered is Config.RecoveredUpTo: membership changes up to it were
+	// a previous service's, and are ordinary entries to this one.
+	recovered uint64
 }
 
 var _ raft.Storage = (*raftLog)(nil)
@@ -97,7 +100,7 @@ func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
 	}
 	ents := make([]pb.Entry, len(stored))
 	for i, e := range stored {
-		if e.ConfChange {
+		if e.ConfChange && e.Index > r.recovered {
 			if ents[i], err = raftEntryFromStored(e.Term, e.Index, e.Data); err != nil {
 				return nil, err
 			}

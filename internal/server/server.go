@@ -134,7 +134,7 @@ func StartContext(ctx context.Context, cfg Config, logger *slog.Logger) (*Server
 	if err != nil {
 		return nil, err
 	}
-	secret, secrets := id.Secret, []engine.Epoch(nil)
+	secret, secrets, recoveredUpTo := id.Secret, []engine.Epoch(nil), uint64(0)
 	for _, ep := range id.Epochs {
 		// A node that joined its service seals and opens with the
 		// service's secrets as it received them.
@@ -145,6 +145,7 @@ func StartContext(ctx context.Context, cfg Config, logger *slog.Logger) (*Server
 		// The old ledger's private domain stays closed until the members'
 		// shares restore it; this service's secret seals what follows.
 		secret, secrets = nil, []engine.Epoch{{From: recovery.PreviousLastSeqno + 1, Secret: id.Secret}}
+		recoveredUpTo = recovery.PreviousLastSeqno
 	}
 	idx := app.NewIndex()
 	crIdx := cleanroom.NewIndex(idx)
@@ -177,6 +178,7 @@ func StartContext(ctx context.Context, cfg Config, logger *slog.Logger) (*Server
 		FS:                        fsys,
 		Secret:                    secret,
 		Secrets:                   secrets,
+		RecoveredUpTo:             recoveredUpTo,
 		NodeKey:                   id.NodeKey,
 		NodeCertPEM:               id.NodeCertPEM,
 		SignatureInterval:         time.Duration(cfg.SignatureInterval),
