@@ -43,7 +43,7 @@
 //	public:ccf.gov.history                           SHA-256 of req.   JSON {"memberId","request":JWS}
 //	public:ccf.gov.constitution                      "rules"           JSON Constitution ("" holds the descriptive script)
 //	public:ccf.gov.nodes.measurements                platform:hex      "AllowedToJoin"
-//	public:ccf.gov.nodes.info                        node id           JSON NodeInfo (recorded only)
+//	public:ccf.gov.nodes.info                        node id           JSON NodeInfo (status, raft id, address, keys, measurement)
 //	public:ccf.gov.jwt.issuers                       issuer            JSON Issuer
 //	public:ccf.gov.service.config                    ""                JSON ServiceConfig
 //	public:ccf.gov.service.info                      ""                JSON ServiceInfo (status and service certificate)
