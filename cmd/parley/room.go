@@ -38,6 +38,7 @@ import (
 	"github.com/parleyhq/parley/internal/httpapi"
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/receipt"
+	"github.com/parleyhq/parley/internal/strictjson"
 	"github.com/parleyhq/parley/internal/vfs"
 )
 
@@ -383,7 +384,7 @@ dataset name.`,
 				if err != nil {
 					return &exitError{code: 2, err: err}
 				}
-				if err := strictJSON(b, &rules); err != nil {
+				if err := strictjson.Unmarshal(b, &rules); err != nil {
 					return &exitError{code: 2, err: fmt.Errorf("--rules: %w", err)}
 				}
 			}
@@ -490,7 +491,7 @@ func readDataset(ctx context.Context, file, format, schemaFile string) ([]byte, 
 			if err != nil {
 				return nil, dataset.Schema{}, &exitError{code: 2, err: err}
 			}
-			if err := strictJSON(b, &schema); err != nil {
+			if err := strictjson.Unmarshal(b, &schema); err != nil {
 				return nil, dataset.Schema{}, &exitError{code: 2, err: fmt.Errorf("--schema: %w", err)}
 			}
 		} else if schema, err = dataset.InferSchema(bufio.NewReader(bytes.NewReader(plain))); err != nil {
@@ -499,18 +500,6 @@ func readDataset(ctx context.Context, file, format, schemaFile string) ([]byte, 
 		return plain, schema, nil
 	}
 	return nil, dataset.Schema{}, &exitError{code: 2, err: fmt.Errorf("--format %q: want csv or parquet", format)}
-}
-
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("data after the JSON value")
-	}
-	return nil
 }
 
 // roomGet GETs path with the ledger user's certificate and prints it (or

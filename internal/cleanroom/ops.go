@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/internal/keyrelease"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 // CreateRoomBody is the body of a create_room request.
@@ -38,7 +39,7 @@ type ContractRef struct {
 type RegisterDatasetBody = Dataset
 
 func decodeBody(req *Request, v any) error {
-	if err := strict(req.Body, v); err != nil {
+	if err := strictjson.Unmarshal(req.Body, v); err != nil {
 		return fmt.Errorf("%s body: %v: %w", req.Type, err, ErrMalformed)
 	}
 	return nil

@@ -1,15 +1,14 @@
 package cleanroom
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/parleyhq/parley/internal/jws"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 const jwsType = "parley-cleanroom+jws"
@@ -120,24 +119,11 @@ func (sr *signed) verify(pub *ecdsa.PublicKey) (*Request, error) {
 		return nil, fmt.Errorf("party %s: %w", sr.kid, ErrBadSignature)
 	}
 	var r Request
-	if err := strict(payload, &r); err != nil {
+	if err := strictjson.Unmarshal(payload, &r); err != nil {
 		return nil, fmt.Errorf("request payload: %v: %w", err, ErrMalformed)
 	}
 	if r.Room != sr.room || r.Counter == 0 {
 		return nil, fmt.Errorf("request room %q counter %d: %w", r.Room, r.Counter, ErrMalformed)
 	}
 	return &r, nil
-}
-
-// strict decodes JSON refusing unknown fields and trailing data.
-func strict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/identity"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 // Map names; see the package documentation for their keys and values.
@@ -423,7 +424,7 @@ func (s *Service) Vote(ctx context.Context, pid string, body []byte) (*Proposal,
 			return nil, err
 		}
 		var b Ballot
-		if err := strictUnmarshal(au.req.Body, &b); err != nil || (b.Ballot != BallotAccept && b.Ballot != BallotReject) {
+		if err := strictjson.Unmarshal(au.req.Body, &b); err != nil || (b.Ballot != BallotAccept && b.Ballot != BallotReject) {
 			return nil, fmt.Errorf(`ballot: want {"ballot":"accept"} or {"ballot":"reject"}: %w`, ErrInvalidProposal)
 		}
 		p, err := readProposal(tx, pid)

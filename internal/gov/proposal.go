@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/identity"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 // Limits on proposals.
@@ -87,7 +88,7 @@ func ParseProposal(b []byte) (*ProposalBody, error) {
 
 func parseProposal(b []byte) (*ProposalBody, []action, error) {
 	var p ProposalBody
-	if err := strictUnmarshal(b, &p); err != nil {
+	if err := strictjson.Unmarshal(b, &p); err != nil {
 		return nil, nil, fmt.Errorf("proposal: %v: %w", err, ErrInvalidProposal)
 	}
 	if len(p.Actions) == 0 {
@@ -128,7 +129,7 @@ func parseSetMember(b []byte) (action, error) {
 		EncryptionPubKey string          `json:"encryption_pub_key"`
 		MemberData       json.RawMessage `json:"member_data"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	id, err := memberCert(a.Cert)
@@ -192,7 +193,7 @@ func parseRemoveMember(b []byte) (action, error) {
 		MemberID string `json:"member_id"`
 		Cert     string `json:"cert"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	id, err := oneID(a.MemberID, a.Cert, "member_id")
@@ -240,7 +241,7 @@ func parseSetUser(b []byte) (action, error) {
 		Role   string   `json:"role"`
 		Roles  []string `json:"roles"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	id, err := userID(a.UserID, a.Cert)
@@ -292,7 +293,7 @@ func parseRemoveUser(b []byte) (action, error) {
 		Cert   string `json:"cert"`
 		UserID string `json:"user_id"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	id, err := userID(a.UserID, a.Cert)
@@ -318,7 +319,7 @@ func parseMeasurement(add bool) func([]byte) (action, error) {
 			Platform    string `json:"platform"`
 			Measurement string `json:"measurement"`
 		}
-		if err := strictUnmarshal(b, &a); err != nil {
+		if err := strictjson.Unmarshal(b, &a); err != nil {
 			return nil, err
 		}
 		if !slices.Contains(platforms, a.Platform) {
@@ -362,7 +363,7 @@ func parseSetJWTIssuer(b []byte) (action, error) {
 		Audience    string          `json:"audience"`
 		AutoRefresh bool            `json:"auto_refresh"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	if a.Issuer == "" || len(a.Issuer) > 512 {
@@ -414,7 +415,7 @@ func parseRemoveJWTIssuer(b []byte) (action, error) {
 	var a struct {
 		Issuer string `json:"issuer"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	if a.Issuer == "" || len(a.Issuer) > 512 {
@@ -431,7 +432,7 @@ func parseRecoveryThreshold(b []byte) (action, error) {
 	var a struct {
 		RecoveryThreshold int `json:"recovery_threshold"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	if a.RecoveryThreshold < 1 || a.RecoveryThreshold > 255 {
@@ -446,7 +447,7 @@ func parseSetConstitution(b []byte) (action, error) {
 	var a struct {
 		Constitution Constitution `json:"constitution"`
 	}
-	if err := strictUnmarshal(b, &a); err != nil {
+	if err := strictjson.Unmarshal(b, &a); err != nil {
 		return nil, err
 	}
 	if err := a.Constitution.validate(); err != nil {
@@ -462,7 +463,7 @@ func parseNodeStatus(status string) func([]byte) (action, error) {
 		var a struct {
 			NodeID string `json:"node_id"`
 		}
-		if err := strictUnmarshal(b, &a); err != nil {
+		if err := strictjson.Unmarshal(b, &a); err != nil {
 			return nil, err
 		}
 		if len(a.NodeID) != 64 || !isLowerHex(a.NodeID) {
@@ -478,7 +479,7 @@ type rotateSecret struct{}
 func parseNoArgs(mk func() action) func([]byte) (action, error) {
 	return func(b []byte) (action, error) {
 		var a struct{}
-		if err := strictUnmarshal(b, &a); err != nil {
+		if err := strictjson.Unmarshal(b, &a); err != nil {
 			return nil, err
 		}
 		return mk(), nil

@@ -1,12 +1,11 @@
 package gov
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/parleyhq/parley/internal/jws"
+	"github.com/parleyhq/parley/internal/strictjson"
 	"time"
 )
 
@@ -94,7 +93,7 @@ func (sr *SignedRequest) Verify(pub *ecdsa.PublicKey) (*Request, error) {
 
 func decodeRequest(payload []byte) (*Request, error) {
 	var r Request
-	if err := strictUnmarshal(payload, &r); err != nil {
+	if err := strictjson.Unmarshal(payload, &r); err != nil {
 		return nil, fmt.Errorf("request payload: %v: %w", err, ErrMalformedRequest)
 	}
 	switch r.Type {
@@ -121,20 +120,6 @@ func checkFresh(r *Request, now time.Time, skew time.Duration) error {
 	if created.Before(now.Add(-skew)) || created.After(now.Add(skew)) {
 		return fmt.Errorf("request created at %s, service time %s, allowed skew %s: %w",
 			created.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew, ErrStaleRequest)
-	}
-	return nil
-}
-
-// strictUnmarshal decodes one JSON value into v, refusing unknown fields
-// and trailing data.
-func strictUnmarshal(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if len(bytes.TrimSpace(b[d.InputOffset():])) != 0 {
-		return errors.New("trailing data after the JSON value")
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/internal/engine"
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 // Maps of disaster recovery.
@@ -126,7 +127,7 @@ func (s *Service) SubmitRecoveryShare(ctx context.Context, body []byte) (*Recove
 			return nil, err
 		}
 		var b ShareBody
-		if err := strictUnmarshal(au.req.Body, &b); err != nil || len(b.Share) != ShareSize {
+		if err := strictjson.Unmarshal(au.req.Body, &b); err != nil || len(b.Share) != ShareSize {
 			clear(b.Share)
 			return nil, fmt.Errorf(`recovery share: want {"share":"<base64 of %d bytes>"}: %w`, ShareSize, ErrMalformedRequest)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/parleyhq/parley/internal/strictjson"
 	"slices"
 )
 
@@ -83,7 +84,7 @@ func ParsePolicy(b []byte) (*Policy, error) {
 		return nil, fmt.Errorf("appraisal policy: more than %d bytes", MaxPolicyBytes)
 	}
 	var p Policy
-	if err := strictJSON(b, &p); err != nil {
+	if err := strictjson.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("appraisal policy: %w", err)
 	}
 	if err := p.Validate(); err != nil {

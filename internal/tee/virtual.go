@@ -1,7 +1,6 @@
 package tee
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/parleyhq/parley/internal/strictjson"
 	"io"
 	"os"
 )
@@ -109,19 +109,6 @@ func virtualDigest(payload []byte) [32]byte {
 	return d
 }
 
-// strictJSON decodes b into v, refusing unknown fields and trailing data.
-func strictJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return fmt.Errorf("data after the JSON value")
-	}
-	return nil
-}
-
 // canonicalBase64 decodes standard padded base64 and refuses any other
 // spelling of the same bytes, so that one byte string has one encoding.
 func canonicalBase64(s string) ([]byte, error) {
@@ -137,7 +124,7 @@ func canonicalBase64(s string) ([]byte, error) {
 
 func verifyVirtual(raw []byte) (*Report, error) {
 	var env virtualEnvelope
-	if err := strictJSON(raw, &env); err != nil {
+	if err := strictjson.Unmarshal(raw, &env); err != nil {
 		return nil, fmt.Errorf("%w: virtual: %w", ErrMalformed, err)
 	}
 	payload, err := canonicalBase64(env.Payload)
@@ -165,7 +152,7 @@ func verifyVirtual(raw []byte) (*Report, error) {
 		return nil, fmt.Errorf("%w: virtual signature", ErrUnverified)
 	}
 	var p virtualPayload
-	if err := strictJSON(payload, &p); err != nil {
+	if err := strictjson.Unmarshal(payload, &p); err != nil {
 		return nil, fmt.Errorf("%w: virtual payload: %w", ErrMalformed, err)
 	}
 	if p.Platform != string(Virtual) {
