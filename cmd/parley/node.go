@@ -129,16 +129,7 @@ once they are trusted. examples/cluster/start.sh uses it.`,
 			if err != nil {
 				return err
 			}
-			b, err := json.MarshalIndent(ms, "", "  ")
-			if err != nil {
-				return err
-			}
-			b = append(b, '\n')
-			if err := vfs.WriteFileDurable(vfs.OS{}, filepath.Join(dir, NetworkFile), b, 0o644); err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(b)
-			return err
+			return writeNodeList(cmd, filepath.Join(dir, NetworkFile), ms)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "base directory of the network")
@@ -166,8 +157,9 @@ nodes ([{"id","endpoint","dir","config"}], also printed).
 
 DEVELOPMENT BOOTSTRAP ONLY. It makes ONE service key and ledger secret and
 writes them, sealed, into EVERY node directory; no TEE evidence is checked.
-That is not the attested join protocol, which is not built yet. Do not use it
-for a service whose data matters. examples/cluster/start.sh starts the nodes.`,
+Nodes of a real service join through the attested join instead (see
+init-network and examples/cluster/start.sh). Do not use it for a service
+whose data matters.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dir == "" {
@@ -180,16 +172,7 @@ for a service whose data matters. examples/cluster/start.sh starts the nodes.`,
 			if err != nil {
 				return err
 			}
-			b, err := json.MarshalIndent(ms, "", "  ")
-			if err != nil {
-				return err
-			}
-			b = append(b, '\n')
-			if err := vfs.WriteFileDurable(vfs.OS{}, filepath.Join(dir, ClusterFile), b, 0o644); err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(b)
-			return err
+			return writeNodeList(cmd, filepath.Join(dir, ClusterFile), ms)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "base directory of the cluster")
@@ -200,3 +183,18 @@ for a service whose data matters. examples/cluster/start.sh starts the nodes.`,
 
 // errNoConfig is returned by parley node without --config.
 var errNoConfig = errors.New("--config is required")
+
+// writeNodeList writes the nodes an init command configured to path, as
+// JSON, durably, and prints them.
+func writeNodeList(cmd *cobra.Command, path string, nodes []server.ClusterMember) error {
+	b, err := json.MarshalIndent(nodes, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if err := vfs.WriteFileDurable(vfs.OS{}, path, b, 0o644); err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(b)
+	return err
+}
