@@ -10,9 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"slices"
 
 	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
