@@ -66,7 +66,7 @@ func (r *raftLog) FirstIndex() (uint64, error) {
 
 func (r *raftLog) firstLocked() uint64 {
 	first := r.log.FirstIndex()
-	if len(r.snaps) >= snapshotsKept {
+	if len(r.snaps) >= snapshotsKept && r.snaps[len(r.snaps)-1].size <= maxSnapshotMessage {
 		first = max(first, r.snaps[0].index+1)
 	}
 	return first

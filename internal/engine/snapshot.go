@@ -56,6 +56,12 @@ type SnapshotEvidence struct {
 // DefaultSnapshotTxInterval is Config.SnapshotTxInterval's default.
 const DefaultSnapshotTxInterval = 10000
 
+// maxSnapshotMessage is the largest snapshot raft is given to send: the
+// consensus transport carries messages of at most 64 MiB
+// (consensus.MaxMessageSize). While the newest snapshot is larger, raft's
+// log is not compacted and a lagging node gets every entry instead.
+const maxSnapshotMessage = 60 << 20
+
 // snapshotsKept is how many snapshot files a node keeps.
 const snapshotsKept = 2
 
@@ -94,7 +100,7 @@ type snapshot struct {
 }
 
 func (s *snapshot) meta() snapMeta {
-	return snapMeta{index: s.pub.Seqno, term: s.pub.Term, cs: pb.ConfState{Voters: s.pub.Voters, Learners: s.pub.Learners}}
+	return snapMeta{index: s.pub.Seqno, term: s.pub.Term, cs: pb.ConfState{Voters: s.pub.Voters, Learners: s.pub.Learners}, size: len(s.data)}
 }
 
 // capturedSnap is the state at a signature, captured when the signature

@@ -23,6 +23,7 @@ import (
 type snapMeta struct {
 	index, term uint64
 	cs          pb.ConfState
+	size        int // bytes of the file
 }
 
 // confAt is the membership from a seqno on.
@@ -166,7 +167,7 @@ func (e *Engine) writeSnapshot(c *capturedSnap) error {
 	if err := e.saveSnapshotFile(c.pub.Seqno, data); err != nil {
 		return err
 	}
-	e.rlog.addSnapshot(snapMeta{index: c.pub.Seqno, term: c.pub.Term, cs: pb.ConfState{Voters: c.pub.Voters, Learners: c.pub.Learners}})
+	e.rlog.addSnapshot(snapMeta{index: c.pub.Seqno, term: c.pub.Term, cs: pb.ConfState{Voters: c.pub.Voters, Learners: c.pub.Learners}, size: len(data)})
 	e.metrics.Snapshots.Add(1)
 	digest := sha256.Sum256(data)
 	e.logger.Info("snapshot written", slog.Uint64("seqno", c.pub.Seqno), slog.Int("bytes", len(data)), slog.Duration("took", time.Since(start)))
@@ -373,7 +374,7 @@ func (e *Engine) persistSnapshot(s *pb.Snapshot) error {
 	if err := e.saveSnapshotFile(idx, s.Data); err != nil {
 		return err
 	}
-	if err := e.rlog.reset(idx, snapMeta{index: idx, term: s.Metadata.Term, cs: s.Metadata.ConfState}); err != nil {
+	if err := e.rlog.reset(idx, snapMeta{index: idx, term: s.Metadata.Term, cs: s.Metadata.ConfState, size: len(s.Data)}); err != nil {
 		return fmt.Errorf("start the ledger after snapshot %d: %w", idx, err)
 	}
 	e.durable.Store(idx)
@@ -434,7 +435,7 @@ func (e *Engine) openSnapshot() (uint64, error) {
 		if chosen != nil {
 			if vs, err := verify.ParseSnapshot(data); err == nil && vs.Public.Seqno == s {
 				pub := &vs.Public
-				metas = append(metas, snapMeta{index: s, term: pub.Term, cs: pb.ConfState{Voters: pub.Voters, Learners: pub.Learners}})
+				metas = append(metas, snapMeta{index: s, term: pub.Term, cs: pb.ConfState{Voters: pub.Voters, Learners: pub.Learners}, size: len(data)})
 			}
 			continue
 		}

@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -349,5 +352,39 @@ func TestSnapshotTamperedRefused(t *testing.T) {
 	other, _ := ledger.NewSecret(bytes.Repeat([]byte{7}, ledger.SecretSize))
 	if _, err := decodeSnapshot(data, func(uint64) *ledger.Secret { return other }); !errors.Is(err, ErrBadSnapshot) {
 		t.Errorf("decode under another secret: err = %v, want ErrBadSnapshot", err)
+	}
+}
+
+// TestSnapshotRestartMeasure times Open on a one-node ledger of
+// PARLEY_MEASURE_SNAPSHOT transactions with and without its snapshot
+// (figures in docs/performance.md).
+func TestSnapshotRestartMeasure(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("PARLEY_MEASURE_SNAPSHOT"))
+	if n <= 0 {
+		t.Skip("set PARLEY_MEASURE_SNAPSHOT=transactions to measure")
+	}
+	c := newTunedCluster(t, 1, func(cfg *Config) {
+		cfg.SnapshotTxInterval = n / 2
+		cfg.ChunkSize = 0
+	})
+	c.leader([]uint64{1})
+	for i := 0; i < n; i += 1000 {
+		c.commitOn(1, 1000, fmt.Sprintf("m%d", i))
+	}
+	waitFor(t, "a snapshot", func() bool { return len(snapshotSeqnos(t, c.dirs[1])) > 0 })
+	c.engines[1].Close()
+	for _, withSnap := range []bool{false, true} {
+		cfg := c.cfgs[1]
+		if !withSnap {
+			cfg.SnapshotDir = t.TempDir()
+		}
+		start := time.Now()
+		e, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		t.Logf("%d transactions, snapshot %v (at %v): Open took %v", n, withSnap, e.openSnaps, took)
+		e.Close()
 	}
 }
