@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
