@@ -29,6 +29,7 @@ type testNet struct {
 	mu      sync.Mutex
 	engines map[uint64]*Engine
 	cut     map[[2]uint64]bool
+	mutate  func(*pb.Message) // if set, applied to every message sent
 }
 
 type testLink struct {
@@ -42,6 +43,9 @@ func (l testLink) Send(msgs []pb.Message) {
 	for _, m := range msgs {
 		if l.net.cut[[2]uint64{l.from, m.To}] {
 			continue
+		}
+		if l.net.mutate != nil {
+			l.net.mutate(&m)
 		}
 		if e := l.net.engines[m.To]; e != nil {
 			byTo[e] = append(byTo[e], m)

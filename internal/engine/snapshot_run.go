@@ -407,7 +407,9 @@ func (e *Engine) watchSnapshots() {
 	}
 }
 
-const snapshotTimeout = 10 * time.Second
+// snapshotTimeout is how long a follower may stay in raft's snapshot state
+// before the primary reports the snapshot failed (a var for tests).
+var snapshotTimeout = 10 * time.Second
 
 func (e *Engine) leaderNow() bool {
 	e.mu.RLock()

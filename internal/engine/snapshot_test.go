@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/receipt"
 	"github.com/parleyhq/parley/internal/verify"
 	"github.com/parleyhq/parley/internal/vfs"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 const testSnapshotInterval = 50
@@ -149,6 +151,32 @@ func TestSnapshotCatchUp(t *testing.T) {
 	more = c.commitOn(lead, 20, "again")
 	c.waitAllCommitted(more[len(more)-1])
 	waitSameState(t, c.engines[lead], e)
+
+	// Sealing is deterministic: a backup that followed all along wrote the
+	// same bytes as the primary for the same seqno.
+	for _, id := range c.ids {
+		if id == lead || id == lag {
+			continue
+		}
+		var common int
+		for _, s := range snapshotSeqnos(t, c.dirs[id]) {
+			if !slices.Contains(snapshotSeqnos(t, c.dirs[lead]), s) {
+				continue
+			}
+			a, errA := vfs.OS{}.ReadFile(FindSnapshot(c.dirs[lead], s))
+			b, errB := vfs.OS{}.ReadFile(FindSnapshot(c.dirs[id], s))
+			if errA != nil || errB != nil {
+				continue // removed meanwhile
+			}
+			common++
+			if !bytes.Equal(a, b) {
+				t.Errorf("snapshot %d differs between node %d and node %d", s, lead, id)
+			}
+		}
+		if common == 0 {
+			t.Errorf("node %d and the primary hold no snapshot at the same seqno", id)
+		}
+	}
 
 	// The primary recorded the digest of a snapshot it wrote, and the
 	// file with that digest is on its disk.
@@ -387,4 +415,55 @@ func TestSnapshotRestartMeasure(t *testing.T) {
 		t.Logf("%d transactions, snapshot %v (at %v): Open took %v", n, withSnap, e.openSnaps, took)
 		e.Close()
 	}
+}
+
+// TestSnapshotTamperedInTransit changes the snapshots the primary sends to
+// a lagging node: the node refuses them and installs nothing; once they
+// arrive intact (the primary retries after reporting the failed one), it
+// installs one and catches up.
+func TestSnapshotTamperedInTransit(t *testing.T) {
+	old := snapshotTimeout
+	snapshotTimeout = 200 * time.Millisecond
+	defer func() { snapshotTimeout = old }()
+	c := newTunedCluster(t, 3, snapshotTuning)
+	lead := c.leader(c.ids)
+	c.commitOn(lead, 10, "early")
+	lag := c.ids[0]
+	if lag == lead {
+		lag = c.ids[1]
+	}
+	c.stop(lag)
+	var late []ledger.TxID
+	for range 6 {
+		late = append(late, c.commitOn(lead, testSnapshotInterval, "late")...)
+	}
+	waitFor(t, "two snapshots on the primary", func() bool { return c.engines[lead].Metrics().Snapshots.Load() >= 2 })
+	var tampered atomic.Int64
+	c.net.mu.Lock()
+	c.net.mutate = func(m *pb.Message) {
+		if m.Type == pb.MsgSnap && m.Snapshot != nil {
+			d := bytes.Clone(m.Snapshot.Data)
+			i := bytes.Index(d, []byte(`"leaves":"`)) + len(`"leaves":"`) + 5
+			d[i] ^= 1 // a base64 digit of a leaf
+			m.Snapshot = &pb.Snapshot{Data: reseal(d), Metadata: m.Snapshot.Metadata}
+			tampered.Add(1)
+		}
+	}
+	c.net.mu.Unlock()
+	e := c.reopen(lag)
+	waitFor(t, "a refused snapshot", func() bool { return e.Metrics().SnapshotsRefused.Load() >= 2 })
+	if got := e.Metrics().SnapshotsInstalled.Load(); got != 0 {
+		t.Fatalf("the node installed %d tampered snapshots", got)
+	}
+	if tampered.Load() < 2 {
+		t.Fatalf("the primary sent %d snapshots, want it to retry after a refusal", tampered.Load())
+	}
+	c.net.mu.Lock()
+	c.net.mutate = nil
+	c.net.mu.Unlock()
+	c.waitAllCommitted(late[len(late)-1])
+	if e.Metrics().SnapshotsInstalled.Load() == 0 {
+		t.Fatalf("the node caught up without a snapshot")
+	}
+	waitSameState(t, c.engines[lead], e)
 }
