@@ -275,11 +275,13 @@ func (e *Engine) installSnapshot(st *seqState, s *pb.Snapshot) error {
 	if c := e.committed.Load(); e.lastIndexNow() > c {
 		e.rollbackTo(c)
 	}
+	// Counted first: loading it makes what it covers committed, which
+	// waiters see at once. If loading fails the engine stops.
+	e.metrics.SnapshotsInstalled.Add(1)
 	if err := e.loadSnapshotState(snap, &s.Metadata.ConfState); err != nil {
 		return err
 	}
 	e.rlog.setConfState(s.Metadata.ConfState)
-	e.metrics.SnapshotsInstalled.Add(1)
 	e.logger.Info("installed a snapshot", slog.Uint64("seqno", snap.pub.Seqno), slog.Int("bytes", len(snap.data)))
 	return nil
 }
