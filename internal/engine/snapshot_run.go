@@ -429,6 +429,9 @@ func (e *Engine) openSnapshot() (uint64, error) {
 		return 0, err
 	}
 	first, last := e.log.FirstIndex(), e.log.LastIndex()
+	// The Observer rebuilds its index from every entry: a node that holds
+	// the whole ledger replays it all.
+	replayAll := e.cfg.Observer != nil && first == 1
 	var metas []snapMeta
 	var chosen *snapshot
 	for _, s := range seqnos {
@@ -456,8 +459,14 @@ func (e *Engine) openSnapshot() (uint64, error) {
 		if s+1 < first {
 			break // older than the ledger: of no use, nor are older ones
 		}
-		if s <= last && e.cfg.Observer != nil && first == 1 {
-			break // the Observer rebuilds its index from every entry
+		if s <= last && replayAll {
+			// Not loaded, but raft may send it, and replay need not
+			// capture what it covers again.
+			metas = append(metas, snap.meta())
+			if len(metas) == snapshotsKept {
+				break
+			}
+			continue
 		}
 		if s >= first && s <= last {
 			// The ledger holds the signature at s: it must be this one.
@@ -469,6 +478,13 @@ func (e *Engine) openSnapshot() (uint64, error) {
 		}
 		chosen = snap
 		metas = append(metas, snap.meta())
+	}
+	if chosen == nil && len(metas) > 0 {
+		e.mu.Lock()
+		e.snapLast, e.snapWritten = metas[0].index, metas[0].index
+		e.mu.Unlock()
+		slices.Reverse(metas)
+		e.openSnaps = metas
 	}
 	if chosen == nil {
 		if first > 1 {

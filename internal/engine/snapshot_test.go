@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/kv"
 	"github.com/parleyhq/parley/internal/ledger"
 	"github.com/parleyhq/parley/internal/receipt"
 	"github.com/parleyhq/parley/internal/verify"
@@ -303,6 +304,27 @@ func TestSnapshotRestart(t *testing.T) {
 		t.Fatalf("state from the snapshot (%d bytes at %d) differs from the full replay (%d bytes at %d)", len(want), wantV, len(got), gotV)
 	}
 
+	// With an Observer, which rebuilds its index from every entry, the
+	// node replays the whole ledger it holds, and still knows its
+	// snapshot files (raft may send them).
+	withObs := c.cfgs[1]
+	obs := &countObserver{}
+	withObs.Observer = obs
+	e3, err := Open(withObs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := obs.n.Load()
+	n3 := len(e3.openSnaps)
+	got3, got3V := stateOf(t, e3)
+	e3.Close()
+	if seen < int64(len(ids)) || n3 != snapshotsKept {
+		t.Errorf("with an Observer: %d entries observed (want at least %d), %d snapshot files known (want %d)", seen, len(ids), n3, snapshotsKept)
+	}
+	if got3V != wantV || !bytes.Equal(got3, want) {
+		t.Errorf("state with an Observer differs")
+	}
+
 	// Damage the newest snapshot: the older one serves.
 	newest := FindSnapshot(c.dirs[1], seqnos[0])
 	data, err := vfs.OS{}.ReadFile(newest)
@@ -467,3 +489,9 @@ func TestSnapshotTamperedInTransit(t *testing.T) {
 	}
 	waitSameState(t, c.engines[lead], e)
 }
+
+// countObserver counts the transactions it is shown.
+type countObserver struct{ n atomic.Int64 }
+
+func (o *countObserver) Applied(ledger.TxID, ledger.Kind, *kv.WriteSet) { o.n.Add(1) }
+func (o *countObserver) RolledBack(uint64)                              {}
