@@ -134,16 +134,57 @@ func parseSnapshotName(name string) (uint64, bool) {
 	return n, true
 }
 
-func snapshotAEAD(sec *ledger.Secret, seqno uint64) (cipher.AEAD, error) {
+// snapshotKey is the key of the sealed part of the snapshot at seqno,
+// derived from the ledger secret that seals seqno.
+func snapshotKey(sec *ledger.Secret, seqno uint64) ([]byte, error) {
 	key, err := hkdf.Key(sha256.New, sec.Raw(), nil, fmt.Sprintf("parley snapshot v1 seqno=%d", seqno), 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive snapshot key: %w", err)
 	}
+	return key, nil
+}
+
+// wrapAEAD is the AEAD that wraps the snapshot key at seqno under the
+// ledger secret of the epoch from.
+func wrapAEAD(sec *ledger.Secret, seqno, from uint64) (cipher.AEAD, error) {
+	key, err := hkdf.Key(sha256.New, sec.Raw(), nil, fmt.Sprintf("parley snapshot key wrap v1 seqno=%d from=%d", seqno, from), 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive snapshot wrapping key: %w", err)
+	}
+	return gcm(key)
+}
+
+func gcm(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
+}
+
+// openSnapshotKey finds the sealed part's key with the secrets the node
+// knows: the secret of the snapshot's epoch, or an older one that wraps it.
+func openSnapshotKey(pub *SnapshotPublic, epochs []Epoch) ([]byte, error) {
+	for _, ep := range epochs {
+		if ep.From == pub.SecretFrom {
+			return snapshotKey(ep.Secret, pub.Seqno)
+		}
+	}
+	for _, w := range pub.KeyWraps {
+		for _, ep := range epochs {
+			if ep.From != w.From {
+				continue
+			}
+			aead, err := wrapAEAD(ep.Secret, pub.Seqno, w.From)
+			if err != nil {
+				return nil, err
+			}
+			if key, err := aead.Open(nil, make([]byte, aead.NonceSize()), w.Wrapped, nil); err == nil && len(key) == 32 {
+				return key, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("snapshot %d: sealed under the ledger secret from %d, which this node does not hold: %w", pub.Seqno, pub.SecretFrom, ErrPrivateClosed)
 }
 
 // encodeSnapshot lays out and seals a captured snapshot.
@@ -152,6 +193,19 @@ func encodeSnapshot(c *capturedSnap) ([]byte, error) {
 	var err error
 	if c.pub.PublicState, err = pub.MarshalBinary(); err != nil {
 		return nil, fmt.Errorf("encode public state: %w", err)
+	}
+	key, err := snapshotKey(c.sealer, c.pub.Seqno)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	c.pub.KeyWraps = nil
+	for _, ep := range c.secrets {
+		w, err := wrapAEAD(ep.Secret, c.pub.Seqno, ep.From)
+		if err != nil {
+			return nil, err
+		}
+		c.pub.KeyWraps = append(c.pub.KeyWraps, verify.SnapshotKeyWrap{From: ep.From, Wrapped: w.Seal(nil, make([]byte, w.NonceSize()), key, nil)})
 	}
 	pubJSON, err := json.Marshal(&c.pub)
 	if err != nil {
@@ -168,7 +222,7 @@ func encodeSnapshot(c *capturedSnap) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode snapshot: %w", err)
 	}
-	aead, err := snapshotAEAD(c.sealer, c.pub.Seqno)
+	aead, err := gcm(key)
 	if err != nil {
 		return nil, err
 	}
@@ -186,18 +240,19 @@ func encodeSnapshot(c *capturedSnap) ([]byte, error) {
 }
 
 // decodeSnapshot checks a whole snapshot and opens its sealed part with
-// secretFor (the secret sealing a seqno, nil if unknown).
-func decodeSnapshot(data []byte, secretFor func(uint64) *ledger.Secret) (*snapshot, error) {
+// the ledger secrets the node knows.
+func decodeSnapshot(data []byte, epochs []Epoch) (*snapshot, error) {
 	vs, err := verify.ParseSnapshot(data)
 	if err != nil {
 		return nil, err
 	}
 	pub, sig, pubJSON, sealed := &vs.Public, vs.Signature, vs.PublicJSON, vs.Sealed
-	sec := secretFor(pub.Seqno)
-	if sec == nil {
-		return nil, fmt.Errorf("snapshot %d: %w", pub.Seqno, ErrPrivateClosed)
+	key, err := openSnapshotKey(pub, epochs)
+	if err != nil {
+		return nil, err
 	}
-	aead, err := snapshotAEAD(sec, pub.Seqno)
+	aead, err := gcm(key)
+	clear(key)
 	if err != nil {
 		return nil, err
 	}

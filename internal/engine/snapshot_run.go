@@ -244,7 +244,7 @@ func (e *Engine) checkIncomingSnapshot(m *pb.Message) bool {
 	if m.Snapshot == nil || raft.IsEmptySnap(*m.Snapshot) {
 		return true
 	}
-	snap, err := decodeSnapshot(m.Snapshot.Data, e.secretFor)
+	snap, err := decodeSnapshot(m.Snapshot.Data, e.Epochs())
 	if err == nil && (snap.pub.Seqno != m.Snapshot.Metadata.Index || snap.pub.Term != m.Snapshot.Metadata.Term) {
 		err = fmt.Errorf("%w: metadata %d.%d, content %d.%d", ErrBadSnapshot, m.Snapshot.Metadata.Term, m.Snapshot.Metadata.Index, snap.pub.Term, snap.pub.Seqno)
 	}
@@ -266,7 +266,7 @@ func (e *Engine) installSnapshot(st *seqState, s *pb.Snapshot) error {
 	e.recvSnap = nil
 	if snap == nil || snap.pub.Seqno != s.Metadata.Index {
 		var err error
-		if snap, err = decodeSnapshot(s.Data, e.secretFor); err != nil {
+		if snap, err = decodeSnapshot(s.Data, e.Epochs()); err != nil {
 			return fmt.Errorf("install snapshot %d: %w", s.Metadata.Index, err)
 		}
 	}
@@ -446,7 +446,7 @@ func (e *Engine) openSnapshot() (uint64, error) {
 			}
 			continue
 		}
-		snap, err := decodeSnapshot(data, e.secretFor)
+		snap, err := decodeSnapshot(data, e.Epochs())
 		if err == nil && snap.pub.Seqno != s {
 			err = fmt.Errorf("%w: file name says %d, content %d", ErrBadSnapshot, s, snap.pub.Seqno)
 		}
@@ -502,9 +502,9 @@ func (e *Engine) openSnapshot() (uint64, error) {
 	if err := e.loadSnapshotState(chosen, nil); err != nil {
 		return 0, err
 	}
-	if e.log.FirstIndex() == 1 {
-		e.snapBase.Store(0) // the node holds the whole ledger still
-	}
+	// What the node cannot serve is what its ledger lacks, not all the
+	// snapshot covers.
+	e.snapBase.Store(e.log.FirstIndex() - 1)
 	slices.Reverse(metas)
 	e.openSnaps = metas
 	e.logger.Info("loaded a snapshot", slog.Uint64("seqno", s), slog.Int("bytes", len(chosen.data)))

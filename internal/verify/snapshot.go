@@ -64,6 +64,18 @@ type SnapshotPublic struct {
 	// SecretFrom is the first seqno of the ledger secret that seals the
 	// sealed part.
 	SecretFrom uint64 `json:"secret_from"`
+	// KeyWraps hold the key of the sealed part wrapped under every ledger
+	// secret up to Seqno, so that a node that knows an older secret but
+	// not the one of Seqno (a rotation it learnt from ledger entries it
+	// no longer replays) can open it.
+	KeyWraps []SnapshotKeyWrap `json:"key_wraps,omitempty"`
+}
+
+// SnapshotKeyWrap is the sealed part's key under the ledger secret whose
+// epoch starts at From (docs/ledger-format.md §12).
+type SnapshotKeyWrap struct {
+	From    uint64 `json:"from"`
+	Wrapped []byte `json:"wrapped"`
 }
 
 // Snapshot is a snapshot file whose public part checked out.
