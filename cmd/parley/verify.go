@@ -77,6 +77,9 @@ transaction id or chunk and says what is wrong.`,
 				rep.Entries, rep.Chunks, rep.Bytes, rep.Signatures, rep.LastSigned, rep.Root)
 			if rep.SnapshotSeqno > 0 {
 				fmt.Fprintf(out, "note: checked from the snapshot at seqno %d (%s): the entries before it are not in this directory\n", rep.SnapshotSeqno, snapshotFile)
+				if rep.SnapshotEvidence {
+					fmt.Fprintln(out, "note: the ledger records this snapshot's digest, and it matches")
+				}
 			}
 			if rep.PreviousIdentities > 0 {
 				fmt.Fprintf(out, "note: %d signing node certificates of previous service identities chain to the service certificate through the endorsements the ledger records\n", rep.PreviousIdentities)

@@ -45,7 +45,7 @@ import (
 
 // SnapshotEvidenceMap is the public map in which the primary records, under
 // key "", the digest of each snapshot it writes (JSON SnapshotEvidence).
-const SnapshotEvidenceMap = "public:ccf.internal.snapshot_evidence"
+const SnapshotEvidenceMap = verify.SnapshotEvidenceMap
 
 // SnapshotEvidence is the value of SnapshotEvidenceMap.
 type SnapshotEvidence struct {

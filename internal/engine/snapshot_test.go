@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -257,6 +258,26 @@ func TestSnapshotNewNode(t *testing.T) {
 	}
 	if rep.LastSigned.Seqno <= start {
 		t.Errorf("verified up to %s, want past the snapshot at %d", rep.LastSigned, start)
+	}
+	if !rep.SnapshotEvidence {
+		t.Errorf("the ledger after snapshot %d does not record its digest", start)
+	}
+	// A snapshot whose public state was changed (and its trailing digest
+	// redone) still has a valid signature and tree, but the ledger's
+	// evidence gives it away.
+	data, err := vfs.OS{}.ReadFile(FindSnapshot(c.dirs[2], start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"public_state":"`)) + len(`"public_state":"`) + 10
+	forged := bytes.Clone(data)
+	forged[i] = map[bool]byte{true: 'B', false: 'A'}[forged[i] == 'A'] // another base64 digit
+	forgedPath := filepath.Join(t.TempDir(), "forged")
+	if err := vfs.WriteFileDurable(vfs.OS{}, forgedPath, reseal(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verify.LedgerFromSnapshot(vfs.OS{}, c.dirs[2], forgedPath, c.svc.Cert, verify.Options{}); err == nil || !strings.Contains(err.Error(), "records snapshot") {
+		t.Errorf("verify with a forged snapshot: err = %v, want the evidence mismatch", err)
 	}
 }
 

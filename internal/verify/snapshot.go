@@ -84,6 +84,7 @@ type Snapshot struct {
 	Signature  *ledger.Signature
 	PublicJSON []byte // the public part as stored (additional data of the sealed part)
 	Sealed     []byte // the sealed part
+	digest     string // hex SHA-256 of the file
 }
 
 // ParseSnapshot checks a snapshot file's framing and digest, that its
@@ -107,6 +108,8 @@ func ParseSnapshot(data []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: public part overruns the file", ErrBadSnapshot)
 	}
 	s := &Snapshot{PublicJSON: rest[4 : 4+n]}
+	whole := sha256.Sum256(data)
+	s.digest = hex.EncodeToString(whole[:])
 	rest = rest[4+n:]
 	if m := uint64(binary.BigEndian.Uint32(rest)); m != uint64(len(rest)-4) {
 		return nil, fmt.Errorf("%w: sealed part is %d bytes, the file holds %d", ErrBadSnapshot, m, len(rest)-4)
@@ -140,6 +143,31 @@ func LedgerFromSnapshot(fsys vfs.FS, dir, snapshotPath string, serviceCert *x509
 		return nil, &Error{Err: fmt.Errorf("snapshot %s: %w", snapshotPath, err)}
 	}
 	return ledgerFrom(fsys, dir, serviceCert, opts, snap)
+}
+
+// SnapshotEvidenceMap is the public map in which the primary records the
+// digest of each snapshot it writes (package engine's map of the same
+// name): key "", JSON {"seqno", "digest": hex SHA-256 of the file}.
+const SnapshotEvidenceMap = "public:ccf.internal.snapshot_evidence"
+
+// noteEvidence checks snapshot evidence on the ledger against the
+// snapshot the ledger is checked from: the same seqno with another digest
+// means the snapshot is not the one the primary wrote.
+func (v *verifier) noteEvidence(writes []kv.Write) error {
+	for _, w := range writes {
+		var ev struct {
+			Seqno  uint64 `json:"seqno"`
+			Digest string `json:"digest"`
+		}
+		if w.Deleted || json.Unmarshal(w.Value, &ev) != nil || v.snapSeqno == 0 || ev.Seqno != v.snapSeqno {
+			continue
+		}
+		if ev.Digest != v.snapDigest {
+			return fmt.Errorf("the ledger records snapshot %d with digest %s, the snapshot file's is %s", ev.Seqno, ev.Digest, v.snapDigest)
+		}
+		v.report.SnapshotEvidence = true
+	}
+	return nil
 }
 
 func checkSnapshotPublic(pub *SnapshotPublic) (*ledger.Signature, error) {
@@ -218,6 +246,8 @@ func (v *verifier) startFrom(snap *Snapshot) error {
 	v.report.LastSigned = ledger.TxID{View: pub.Term, Seqno: pub.Seqno}
 	v.report.Root = s.Root
 	v.report.SnapshotSeqno = pub.Seqno
+	v.snapSeqno = pub.Seqno
+	v.snapDigest = snap.digest
 	return nil
 }
 

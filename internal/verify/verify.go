@@ -64,6 +64,9 @@ type Report struct {
 	// SnapshotSeqno is the seqno of the snapshot the ledger was checked
 	// from (LedgerFromSnapshot), 0 for a whole ledger.
 	SnapshotSeqno uint64
+	// SnapshotEvidence reports that the ledger records the digest of that
+	// snapshot file (the primary's evidence, and it matched).
+	SnapshotEvidence bool
 }
 
 // Options tune a verification run.
@@ -202,6 +205,10 @@ type verifier struct {
 	lastKind ledger.Kind
 	endorsed map[string]bool // node certificate PEM → checked
 	report   Report
+	// snapDigest is the hex SHA-256 of the snapshot file the ledger is
+	// checked from, if any; snapSeqno its seqno.
+	snapDigest string
+	snapSeqno  uint64
 }
 
 // termAt is the view of the seqno after the last entry checked, for naming
@@ -318,6 +325,12 @@ func (v *verifier) notePrevious(p *ledger.Parsed) error {
 		return fmt.Errorf("public write set: %w", err)
 	}
 	for _, m := range ws.Maps {
+		if m.Map == SnapshotEvidenceMap {
+			if err := v.noteEvidence(m.Writes); err != nil {
+				return err
+			}
+			continue
+		}
 		if m.Map != PreviousIdentitiesMap {
 			continue
 		}
