@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/internal/verify"
 	"github.com/parleyhq/parley/internal/vfs"
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/tracker"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
@@ -393,7 +394,7 @@ func (e *Engine) watchSnapshots() {
 	}
 	now := time.Now()
 	for id, pr := range e.rn.Status().Progress {
-		if pr.State != 2 { // tracker.StateSnapshot
+		if pr.State != tracker.StateSnapshot {
 			delete(e.snapSent, id)
 			continue
 		}
