@@ -229,6 +229,7 @@ type Engine struct {
 	snapc       chan *capturedSnap // to the snapshot writer
 	snapDone    chan struct{}      // closed when the writer is done
 	pendingSnap *capturedSnap      // guarded by mu: captured, not yet committed
+	captureAt   *captureReq        // sequencer: a capture to take once mu is released
 	snapLast    uint64             // guarded by mu: seqno of the last capture
 	snapWritten uint64             // guarded by mu: seqno of the last capture handed to the writer
 	confHist    []confAt           // guarded by mu: membership by seqno

@@ -407,6 +407,7 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 		}
 	}
 	e.mu.Unlock()
+	e.captureDue()
 	e.metrics.Transactions.Add(uint64(len(todo)))
 	if e.cfg.Observer != nil {
 		for _, t := range todo {
@@ -805,6 +806,7 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 		e.maybeCaptureLocked(index, term, payload)
 	}
 	e.mu.Unlock()
+	e.captureDue()
 	if e.cfg.Observer != nil && p.Kind != ledger.KindSignature {
 		if restore != nil {
 			e.reobserve(index - 1)

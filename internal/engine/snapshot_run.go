@@ -41,14 +41,38 @@ func (e *Engine) snapshotInterval() uint64 {
 	return uint64(e.cfg.SnapshotTxInterval)
 }
 
-// maybeCaptureLocked captures the state at the signature just appended at
-// seqno (the store is at seqno) if a snapshot is due. Called with e.mu held,
-// on the sequencer goroutine (or in replay).
+// captureReq is a capture due at a signature just appended.
+type captureReq struct {
+	seqno, term uint64
+	payload     []byte
+}
+
+// maybeCaptureLocked notes that the state at the signature just appended
+// at seqno is to be captured, if a snapshot is due. Called with e.mu held,
+// on the sequencer goroutine (or in replay); the caller runs captureDue
+// once it has released e.mu, before the store moves on.
 func (e *Engine) maybeCaptureLocked(seqno, term uint64, sigPayload []byte) {
 	iv := e.snapshotInterval()
 	if iv == 0 || seqno < e.snapLast+iv || e.keys.epochs[0].From != 1 {
 		return
 	}
+	e.captureAt = &captureReq{seqno: seqno, term: term, payload: sigPayload}
+	e.snapLast = seqno
+}
+
+// captureDue captures the state noted by maybeCaptureLocked. It runs on
+// the sequencer goroutine (or in replay), which alone changes the store,
+// the tree and the metadata it copies, so it reads them without e.mu:
+// readers are not held up while it copies (linear in the keys and the
+// seqnos: about 0.3 s for 200,000 keys on the test machine, during which
+// the sequencer does nothing else).
+func (e *Engine) captureDue() {
+	req := e.captureAt
+	if req == nil {
+		return
+	}
+	e.captureAt = nil
+	seqno, term, sigPayload := req.seqno, req.term, req.payload
 	state, v := e.store.Snapshot()
 	if uint64(v) != seqno {
 		e.logger.Warn("snapshot skipped: store not at the signature", slog.Uint64("seqno", seqno), slog.Uint64("store", uint64(v)))
@@ -71,7 +95,7 @@ func (e *Engine) maybeCaptureLocked(seqno, term uint64, sigPayload []byte) {
 			SignatureTx: sigPayload,
 		},
 		state:  state,
-		sealer: e.secretForLocked(seqno),
+		sealer: e.secretForLocked(seqno), // sequencer: no lock needed
 	}
 	for _, t := range e.terms {
 		c.pub.Terms = append(c.pub.Terms, [2]uint64{t.term, t.index})
@@ -84,8 +108,11 @@ func (e *Engine) maybeCaptureLocked(seqno, term uint64, sigPayload []byte) {
 	c.pub.SecretFrom = c.secrets[len(c.secrets)-1].From
 	// Only the newest capture waits for its commit: an older one not yet
 	// written is superseded.
-	e.pendingSnap = c
-	e.snapLast = seqno
+	e.mu.Lock()
+	if e.lastIndex >= seqno {
+		e.pendingSnap = c
+	}
+	e.mu.Unlock()
 }
 
 // confAtLocked is the membership at seqno.
@@ -119,6 +146,11 @@ func (e *Engine) noteConfLocked(index uint64, cs pb.ConfState) {
 func (e *Engine) snapshotRolledBackLocked(index uint64) {
 	if e.pendingSnap != nil && e.pendingSnap.pub.Seqno > index {
 		e.pendingSnap = nil
+	}
+	if e.captureAt != nil && e.captureAt.seqno > index {
+		e.captureAt = nil
+	}
+	if e.snapLast > index {
 		e.snapLast = e.snapWritten
 	}
 	for len(e.confHist) > 0 && e.confHist[len(e.confHist)-1].index > index {
