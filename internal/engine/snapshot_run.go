@@ -16,8 +16,8 @@ import (
 	"github.com/parleyhq/parley/internal/verify"
 	"github.com/parleyhq/parley/internal/vfs"
 	"go.etcd.io/raft/v3"
-	"go.etcd.io/raft/v3/tracker"
 	pb "go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // snapMeta is what raft's storage knows of a snapshot file.
