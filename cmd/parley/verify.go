@@ -15,7 +15,7 @@ import (
 )
 
 func newVerifyCmd() *cobra.Command {
-	var ledgerDir, certFile string
+	var ledgerDir, certFile, snapshotFile string
 	var quiet bool
 	cmd := &cobra.Command{
 		Use:   "verify --ledger DIR --service-cert FILE",
@@ -27,7 +27,11 @@ the tree rebuilt from those leaves has the root the transaction signed; and
 every signing node certificate is endorsed by the service certificate.
 
 It needs no ledger secret, so it checks the structure of private entries, not
-their plaintext. Exit status 0 means intact; otherwise it names the first bad
+their plaintext. A ledger directory that starts after seqno 1 (a node that
+joined or caught up from a snapshot) is checked from that snapshot: its public
+part (Merkle leaves, signature transaction) must verify, then every entry after
+it; the snapshot is --snapshot, or found in the ledger directory's snapshots/
+folder. Exit status 0 means intact; otherwise it names the first bad
 transaction id or chunk and says what is wrong.`,
 		Example: `  parley verify --ledger parley-dev/ledger --service-cert parley-dev/service_cert.pem`,
 		Args:    cobra.NoArgs,
@@ -50,7 +54,17 @@ transaction id or chunk and says what is wrong.`,
 				opts.Progress = progressBar(stderr)
 			}
 			start := time.Now()
-			rep, err := verify.Ledger(vfs.OS{}, ledgerDir, cert, opts)
+			if snapshotFile == "" {
+				if snapshotFile, err = verify.SnapshotFor(vfs.OS{}, ledgerDir); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("verify: %w", err)}
+				}
+			}
+			var rep *verify.Report
+			if snapshotFile != "" {
+				rep, err = verify.LedgerFromSnapshot(vfs.OS{}, ledgerDir, snapshotFile, cert, opts)
+			} else {
+				rep, err = verify.Ledger(vfs.OS{}, ledgerDir, cert, opts)
+			}
 			if opts.Progress != nil {
 				fmt.Fprintln(stderr)
 			}
@@ -61,6 +75,12 @@ transaction id or chunk and says what is wrong.`,
 			elapsed := time.Since(start)
 			fmt.Fprintf(out, "ledger OK: %d transactions in %d chunks (%d bytes), %d signatures, last signed at %s, root %s\n",
 				rep.Entries, rep.Chunks, rep.Bytes, rep.Signatures, rep.LastSigned, rep.Root)
+			if rep.SnapshotSeqno > 0 {
+				fmt.Fprintf(out, "note: checked from the snapshot at seqno %d (%s): the entries before it are not in this directory\n", rep.SnapshotSeqno, snapshotFile)
+				if rep.SnapshotEvidence {
+					fmt.Fprintln(out, "note: the ledger records this snapshot's digest, and it matches")
+				}
+			}
 			if rep.PreviousIdentities > 0 {
 				fmt.Fprintf(out, "note: %d signing node certificates of previous service identities chain to the service certificate through the endorsements the ledger records\n", rep.PreviousIdentities)
 			}
@@ -75,6 +95,7 @@ transaction id or chunk and says what is wrong.`,
 	}
 	cmd.Flags().StringVar(&ledgerDir, "ledger", "", "ledger directory (the ledger/ folder of a node's data directory)")
 	cmd.Flags().StringVar(&certFile, "service-cert", "", "service certificate (PEM) the ledger must chain to")
+	cmd.Flags().StringVar(&snapshotFile, "snapshot", "", "snapshot file the ledger directory starts from (default: found in its snapshots/ folder when the ledger starts after seqno 1)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the verdict")
 	return cmd
 }

@@ -29,6 +29,7 @@ type testNet struct {
 	mu      sync.Mutex
 	engines map[uint64]*Engine
 	cut     map[[2]uint64]bool
+	mutate  func(*pb.Message) // if set, applied to every message sent
 }
 
 type testLink struct {
@@ -42,6 +43,9 @@ func (l testLink) Send(msgs []pb.Message) {
 	for _, m := range msgs {
 		if l.net.cut[[2]uint64{l.from, m.To}] {
 			continue
+		}
+		if l.net.mutate != nil {
+			l.net.mutate(&m)
 		}
 		if e := l.net.engines[m.To]; e != nil {
 			byTo[e] = append(byTo[e], m)
@@ -74,11 +78,18 @@ type testCluster struct {
 	engines map[uint64]*Engine
 	secret  *ledger.Secret
 	cfgs    map[uint64]Config // each node's configuration, to reopen it
+	tune    func(*Config)     // applied to each node's configuration, if set
 }
 
 // newTestCluster starts n engines forming one new service: one service
 // identity, one ledger secret, a node key and endorsed certificate each.
 func newTestCluster(t *testing.T, n int) *testCluster {
+	return newTunedCluster(t, n, nil)
+}
+
+// newTunedCluster is newTestCluster with tune applied to every node's
+// configuration.
+func newTunedCluster(t *testing.T, n int, tune func(*Config)) *testCluster {
 	svc, err := identity.NewService("Parley Service", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +100,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &testCluster{t: t, net: &testNet{engines: map[uint64]*Engine{}, cut: map[[2]uint64]bool{}}, svc: svc, dirs: map[uint64]string{}, engines: map[uint64]*Engine{}, secret: secret, cfgs: map[uint64]Config{}}
+	c := &testCluster{t: t, net: &testNet{engines: map[uint64]*Engine{}, cut: map[[2]uint64]bool{}}, svc: svc, dirs: map[uint64]string{}, engines: map[uint64]*Engine{}, secret: secret, cfgs: map[uint64]Config{}, tune: tune}
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, uint64(i))
 	}
@@ -130,6 +141,11 @@ func (c *testCluster) start(id uint64, voters []uint64, joining bool) *Engine {
 		Transport:    testLink{net: c.net, from: id},
 		TickInterval: 5 * time.Millisecond,
 		ChunkSize:    4 << 10,
+	}
+	if c.tune != nil {
+		cfg := c.cfgs[id]
+		c.tune(&cfg)
+		c.cfgs[id] = cfg
 	}
 	if !slices.Contains(c.ids, id) {
 		c.ids = append(c.ids, id)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -110,6 +111,13 @@ type Config struct {
 	UnsafeTruncateCorruptTail bool
 	// Observer, when set, sees every transaction enter and leave the log.
 	Observer Observer
+	// SnapshotTxInterval is the least number of seqnos between two
+	// snapshots (snapshot.go): one is taken at the first signature that
+	// many seqnos after the previous one, and written once committed.
+	// 0 means DefaultSnapshotTxInterval; negative turns snapshots off.
+	SnapshotTxInterval int
+	// SnapshotDir holds the snapshot files; Dir/snapshots when empty.
+	SnapshotDir string
 	// testOnlyNow overrides time.Now in tests.
 	testOnlyNow func() time.Time
 	// testOnlySkipSync makes the append thread skip its fsync, so the
@@ -220,6 +228,20 @@ type Engine struct {
 	progress      map[uint64]uint64 // guarded by mu; the primary's view
 	replayedConfs []replayedConf    // membership changes seen by replay
 	lastConfIndex atomic.Uint64     // seqno of the last membership change in the log
+
+	// Snapshots (snapshot.go, snapshot_run.go).
+	snapDir     string
+	snapc       chan *capturedSnap // to the snapshot writer
+	snapDone    chan struct{}      // closed when the writer is done
+	pendingSnap *capturedSnap      // guarded by mu: captured, not yet committed
+	captureAt   *captureReq        // sequencer: a capture to take once mu is released
+	snapLast    uint64             // guarded by mu: seqno of the last capture
+	snapWritten uint64             // guarded by mu: seqno of the last capture handed to the writer
+	confHist    []confAt           // guarded by mu: membership by seqno
+	snapBase    atomic.Uint64      // the snapshot this node's ledger starts after, 0 if none
+	openSnaps   []snapMeta         // snapshot files found by Open
+	recvSnap    *snapshot          // sequencer: the last MsgSnap checked
+	snapSent    map[uint64]time.Time
 }
 
 type replayedConf struct {
@@ -271,6 +293,12 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.testOnlyNow == nil {
 		cfg.testOnlyNow = time.Now
 	}
+	if cfg.SnapshotTxInterval == 0 {
+		cfg.SnapshotTxInterval = DefaultSnapshotTxInterval
+	}
+	if cfg.SnapshotDir == "" {
+		cfg.SnapshotDir = filepath.Join(cfg.Dir, SnapshotDirName)
+	}
 	voters := cfg.Voters
 	if len(voters) == 0 {
 		voters = []uint64{cfg.RaftID}
@@ -311,22 +339,40 @@ func Open(cfg Config) (*Engine, error) {
 		commitWake: make(chan struct{}),
 		confc:      make(chan *confRequest),
 		transferc:  make(chan uint64, 1),
+		snapDir:    cfg.SnapshotDir,
+		snapc:      make(chan *capturedSnap, 1),
+		snapDone:   make(chan struct{}),
+		snapSent:   make(map[uint64]time.Time),
 	}
 	if err := e.initSecrets(&cfg); err != nil {
 		log.Close()
 		return nil, err
 	}
-	if err := e.replay(); err != nil {
+	from, err := e.openSnapshot()
+	if err != nil {
+		log.Close()
+		return nil, err
+	}
+	if err := e.replay(from + 1); err != nil {
 		log.Close()
 		return nil, err
 	}
 	hs := log.HardState()
-	// The membership is the initial one with every change raft knows to
-	// be committed; raft hands those after hs.Commit back when they commit.
+	// A snapshot is of committed entries, whatever raft_state last saved.
+	for _, m := range e.openSnaps {
+		hs.Commit = max(hs.Commit, m.index)
+	}
+	// The membership is the initial one (or the snapshot's) with every
+	// change raft knows to be committed; raft hands those after hs.Commit
+	// back when they commit.
 	cs := pb.ConfState{Voters: slices.Sorted(slices.Values(voters))}
+	if from > 0 {
+		cs = e.confAtLocked(from).cs
+	}
 	for _, c := range e.replayedConfs {
 		if c.index > cfg.RecoveredUpTo && c.index <= hs.Commit {
 			cs = foldConf(cs, c.cc)
+			e.noteConfLocked(c.index, cs)
 		}
 	}
 	e.replayedConfs = nil
@@ -337,6 +383,9 @@ func Open(cfg Config) (*Engine, error) {
 		cs:        cs,
 		tailFirst: log.LastIndex() + 1,
 		recovered: cfg.RecoveredUpTo,
+		snaps:     e.openSnaps,
+		fsys:      cfg.FS,
+		snapDir:   e.snapDir,
 	}
 	rn, err := raft.NewRawNode(&raft.Config{
 		ID:                 cfg.RaftID,
@@ -357,6 +406,7 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.rn = rn
 	e.view = hs.Term
+	go e.snapshotWriter()
 	go e.run()
 	return e, nil
 }
@@ -382,6 +432,7 @@ func nodeIDFromCert(certPEM []byte, pub *ecdsa.PublicKey) (string, error) {
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() { close(e.stop) })
 	<-e.done
+	<-e.snapDone
 	err := e.log.Close()
 	if e.runErr != nil {
 		return e.runErr

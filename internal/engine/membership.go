@@ -443,6 +443,7 @@ func (e *Engine) applyCommittedConf(ent *pb.Entry) error {
 	e.rlog.setConfState(*cs)
 	e.mu.Lock()
 	e.members = pb.ConfState{Voters: slices.Sorted(slices.Values(cs.Voters)), Learners: slices.Sorted(slices.Values(cs.Learners))}
+	e.noteConfLocked(ent.Index, e.members)
 	e.mu.Unlock()
 	e.logger.Info("membership changed", slog.Uint64("seqno", ent.Index), slog.Any("voters", cs.Voters), slog.Any("learners", cs.Learners))
 	return nil

@@ -24,12 +24,20 @@ type cut struct {
 // writers and returns the file system cloned after every mutating
 // operation, plus every transaction written and its value.
 func runToCuts(t *testing.T, skipSync bool) ([]cut, map[ledger.TxID]string) {
+	return runToCutsSnap(t, skipSync, -1)
+}
+
+// runToCutsSnap is runToCuts with snapshots every snapshotInterval seqnos
+// (-1: none); with snapshots, the ledger secret does not rotate (a node
+// opens a snapshot only with the secret that seals it).
+func runToCutsSnap(t *testing.T, skipSync bool, snapshotInterval int) ([]cut, map[ledger.TxID]string) {
 	fsys := lazyfs.New()
 	n := newTestNode(t, fsys, "/node")
 	cfg := n.config()
 	cfg.ChunkSize = 2 << 10
 	cfg.SignatureTxCount = 7
 	cfg.testOnlySkipSync = skipSync
+	cfg.SnapshotTxInterval = snapshotInterval
 	e, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +58,7 @@ func runToCuts(t *testing.T, skipSync bool) ([]cut, map[ledger.TxID]string) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 40; i++ {
-				if w == 0 && i%13 == 5 {
+				if w == 0 && i%13 == 5 && snapshotInterval < 0 {
 					// A ledger secret rotation among the writes: replay
 					// after every cut must follow it.
 					tx := e.Begin()
@@ -100,19 +108,28 @@ func runToCuts(t *testing.T, skipSync bool) ([]cut, map[ledger.TxID]string) {
 // random), reopens the node on it and returns a description of the first
 // transaction reported committed before the cut that is missing or changed.
 func lostAfterCut(t *testing.T, c cut, written map[ledger.TxID]string, r *rand.Rand) string {
+	msg, _ := lostAfterCutSnap(t, c, written, r, -1)
+	return msg
+}
+
+// lostAfterCutSnap is lostAfterCut for a node taking snapshots; it also
+// reports whether the node opened from a snapshot.
+func lostAfterCutSnap(t *testing.T, c cut, written map[ledger.TxID]string, r *rand.Rand, snapshotInterval int) (string, bool) {
 	c.fs.CrashTorn(r)
 	id, err := node.Load(c.fs, "/node")
 	if err != nil {
-		return fmt.Sprintf("node identity lost: %v", err)
+		return fmt.Sprintf("node identity lost: %v", err), false
 	}
 	tn := &testNode{dir: "/node", fs: c.fs, id: id}
 	cfg := tn.config()
 	cfg.ChunkSize = 2 << 10
+	cfg.SnapshotTxInterval = snapshotInterval
 	e, err := Open(cfg)
 	if err != nil {
-		return fmt.Sprintf("reopen: %v", err)
+		return fmt.Sprintf("reopen: %v", err), false
 	}
 	defer e.Close()
+	loaded := len(e.openSnaps) > 0
 	for txid, want := range written {
 		if txid.Seqno > c.committed {
 			continue
@@ -121,11 +138,11 @@ func lostAfterCut(t *testing.T, c cut, written map[ledger.TxID]string, r *rand.R
 		err := e.WaitCommitted(ctx, txid)
 		cancel()
 		if err != nil {
-			return fmt.Sprintf("%s (committed before the cut at %d): %v", txid, c.committed, err)
+			return fmt.Sprintf("%s (committed before the cut at %d): %v", txid, c.committed, err), loaded
 		}
 		rec, err := e.Read(txid)
 		if err != nil {
-			return fmt.Sprintf("%s: %v", txid, err)
+			return fmt.Sprintf("%s: %v", txid, err), loaded
 		}
 		got := ""
 		for _, m := range rec.WriteSet.Maps {
@@ -134,10 +151,10 @@ func lostAfterCut(t *testing.T, c cut, written map[ledger.TxID]string, r *rand.R
 			}
 		}
 		if got != want {
-			return fmt.Sprintf("%s = %q, want %q", txid, got, want)
+			return fmt.Sprintf("%s = %q, want %q", txid, got, want), loaded
 		}
 	}
-	return ""
+	return "", loaded
 }
 
 // TestPowerLoss cuts power after every file-system operation of a running
@@ -181,4 +198,33 @@ func TestPowerLossNeedsTheFsync(t *testing.T) {
 		}
 	}
 	t.Fatalf("without the fsync, no cut lost a committed transaction: the test cannot tell")
+}
+
+// TestPowerLossSnapshots is TestPowerLoss with snapshots written all along:
+// a cut while a snapshot file is being written (its temporary file torn or
+// lost, or the rename not yet durable) never leaves a snapshot that is half
+// used: the node opens from a whole snapshot or from the ledger, with every
+// committed transaction.
+func TestPowerLossSnapshots(t *testing.T) {
+	cuts, written := runToCutsSnap(t, false, 10)
+	stride := 1
+	if testing.Short() {
+		stride = 5
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	var checked, fromSnapshot int
+	for i := 0; i < len(cuts); i += stride {
+		msg, loaded := lostAfterCutSnap(t, cuts[i], written, r, 10)
+		if msg != "" {
+			t.Fatalf("cut %d of %d: %s", i, len(cuts), msg)
+		}
+		checked++
+		if loaded {
+			fromSnapshot++
+		}
+	}
+	if fromSnapshot < checked/4 {
+		t.Errorf("only %d of %d cuts reopened from a snapshot: the test does not exercise them", fromSnapshot, checked)
+	}
+	t.Logf("%d cut points checked, %d reopened from a snapshot", checked, fromSnapshot)
 }

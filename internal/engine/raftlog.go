@@ -3,9 +3,11 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 
 	"github.com/parleyhq/parley/internal/storage"
+	"github.com/parleyhq/parley/internal/vfs"
 	"go.etcd.io/raft/v3"
 	pb "go.etcd.io/raft/v3/raftpb"
 )
@@ -24,6 +26,13 @@ type raftLog struct {
 	// recovered is Config.RecoveredUpTo: membership changes up to it were
 	// a previous service's, and are ordinary entries to this one.
 	recovered uint64
+	// snaps are the snapshot files, oldest first (at most snapshotsKept),
+	// in snapDir on fsys. Raft's log starts after the oldest when there
+	// are two (so that a follower just behind the newest still gets
+	// entries), and after the ledger's own start in any case.
+	snaps   []snapMeta
+	fsys    vfs.FS
+	snapDir string
 }
 
 var _ raft.Storage = (*raftLog)(nil)
@@ -52,15 +61,66 @@ func (r *raftLog) setHardState(hs pb.HardState) {
 	r.hs = hs
 }
 
-func (r *raftLog) FirstIndex() (uint64, error) { return r.log.FirstIndex(), nil }
-func (r *raftLog) LastIndex() (uint64, error)  { return r.log.LastIndex(), nil }
+func (r *raftLog) FirstIndex() (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.firstLocked(), nil
+}
+
+func (r *raftLog) firstLocked() uint64 {
+	first := r.log.FirstIndex()
+	if len(r.snaps) >= snapshotsKept && r.snaps[len(r.snaps)-1].size <= maxSnapshotMessage {
+		first = max(first, r.snaps[0].index+1)
+	}
+	return first
+}
+
+// addSnapshot records a snapshot file written (raft's log may now start
+// later).
+func (r *raftLog) addSnapshot(m snapMeta) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.snaps); n > 0 && r.snaps[n-1].index >= m.index {
+		return
+	}
+	r.snaps = append(r.snaps, m)
+	if n := len(r.snaps); n > snapshotsKept {
+		r.snaps = append(r.snaps[:0], r.snaps[n-snapshotsKept:]...)
+	}
+}
+
+// reset empties the ledger so that it goes on after the installed snapshot m.
+func (r *raftLog) reset(index uint64, m snapMeta) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.log.Reset(index + 1); err != nil {
+		return err
+	}
+	r.tail, r.tailFirst = nil, index+1
+	r.snaps = []snapMeta{m}
+	r.cs = m.cs
+	return nil
+}
+func (r *raftLog) LastIndex() (uint64, error) { return r.log.LastIndex(), nil }
 
 func (r *raftLog) Term(i uint64) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if i < r.log.FirstIndex() {
-		if i == r.log.FirstIndex()-1 {
-			return 0, nil // no snapshots yet: the log starts at its first index
+	if first := r.firstLocked(); i < first {
+		if i == 0 {
+			return 0, nil
+		}
+		for _, m := range r.snaps {
+			if m.index == i {
+				return m.term, nil
+			}
+		}
+		if i == first-1 && i >= r.log.FirstIndex() {
+			t, err := r.log.Term(i)
+			if err != nil {
+				return 0, fmt.Errorf("term of %d: %w", i, err)
+			}
+			return t, nil
 		}
 		return 0, raft.ErrCompacted
 	}
@@ -80,7 +140,7 @@ func (r *raftLog) Term(i uint64) (uint64, error) {
 func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if lo < r.log.FirstIndex() {
+	if lo < r.firstLocked() {
 		return nil, raft.ErrCompacted
 	}
 	if hi > r.log.LastIndex()+1 {
@@ -111,8 +171,30 @@ func (r *raftLog) Entries(lo, hi, maxSize uint64) ([]pb.Entry, error) {
 	return ents, nil
 }
 
+// Snapshot returns the newest snapshot file, which raft sends to a
+// follower that needs entries before its first index.
 func (r *raftLog) Snapshot() (pb.Snapshot, error) {
-	return pb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+	r.mu.Lock()
+	if len(r.snaps) == 0 {
+		r.mu.Unlock()
+		return pb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	m := r.snaps[len(r.snaps)-1]
+	r.mu.Unlock()
+	data, err := r.fsys.ReadFile(filepath.Join(r.snapDir, snapshotName(m.index)))
+	if err != nil {
+		return pb.Snapshot{}, raft.ErrSnapshotTemporarilyUnavailable
+	}
+	// The membership raft is told is the one applied now, not the one at
+	// the snapshot: raft refuses a snapshot whose membership lacks the
+	// receiver, and a node added after the snapshot was taken is just who
+	// needs it. The changes between the snapshot and now are in the log
+	// the receiver gets next; applying them again changes nothing (adding
+	// a present node or removing an absent one is a no-op in raft).
+	r.mu.Lock()
+	cs := r.cs
+	r.mu.Unlock()
+	return pb.Snapshot{Data: data, Metadata: pb.SnapshotMetadata{Index: m.index, Term: m.term, ConfState: cs}}, nil
 }
 
 // append persists entries (not yet synced) and keeps them in the tail.

@@ -57,6 +57,9 @@ func (e *Engine) Read(id ledger.TxID) (*Record, error) {
 
 // entry reads and parses the stored entry of id, checking its term.
 func (e *Engine) entry(id ledger.TxID) (ledger.Parsed, error) {
+	if e.notOnThisNode(id.Seqno) {
+		return ledger.Parsed{}, fmt.Errorf("%s: %w (seqno %d)", id, ErrNotOnThisNode, e.StartSeqno())
+	}
 	e.mu.RLock()
 	data, ok := e.unwritten[id.Seqno]
 	term := e.termOfLocked(id.Seqno)
@@ -154,6 +157,9 @@ func (e *Engine) signatureAt(seqno uint64) (*ledger.Signature, error) {
 	e.mu.RUnlock()
 	if ok {
 		return s, nil
+	}
+	if e.notOnThisNode(seqno) {
+		return nil, fmt.Errorf("signature %d: %w (seqno %d)", seqno, ErrNotOnThisNode, e.StartSeqno())
 	}
 	ent, err := e.log.Entry(seqno)
 	if err != nil {

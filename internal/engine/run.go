@@ -24,6 +24,10 @@ type Metrics struct {
 	Conflicts    atomic.Uint64 // transactions refused with kv.ErrConflict
 	Syncs        atomic.Uint64 // fsync batches
 	Entries      atomic.Uint64 // entries persisted
+	// Snapshots (snapshot.go).
+	Snapshots          atomic.Uint64 // snapshot files written at this node's own signatures
+	SnapshotsInstalled atomic.Uint64 // snapshots received from the primary and installed
+	SnapshotsRefused   atomic.Uint64 // snapshots received that did not check out
 }
 
 // Metrics returns the engine's counters.
@@ -55,6 +59,7 @@ const maxWaiting = 1 << 16
 
 func (e *Engine) run() {
 	defer close(e.done)
+	defer close(e.snapc) // the sequencer is the snapshot writer's only sender
 	appendDone := make(chan struct{})
 	go e.appender(appendDone)
 	st := seqState{lastSigAt: e.cfg.testOnlyNow()}
@@ -109,7 +114,7 @@ func (e *Engine) run() {
 			e.fail(err)
 			return
 		case msgs := <-e.recvc:
-			e.step(msgs)
+			e.stepReceived(msgs)
 			continue
 		case msgs := <-e.stepc:
 			e.step(msgs)
@@ -125,6 +130,7 @@ func (e *Engine) run() {
 		case <-tick.C:
 			e.rn.Tick()
 			e.noteProgress()
+			e.watchSnapshots()
 			continue
 		case r := <-e.confc:
 			st.confs = append(st.confs, r)
@@ -212,6 +218,11 @@ func (e *Engine) persist(batch []pb.Message) ([]pb.Message, error) {
 	hsChanged := false
 	for i := range batch {
 		m := &batch[i]
+		if m.Snapshot != nil && !raft.IsEmptySnap(*m.Snapshot) {
+			if err := e.persistSnapshot(m.Snapshot); err != nil {
+				return nil, err
+			}
+		}
 		if len(m.Entries) > 0 {
 			if err := e.rlog.append(m.Entries); err != nil {
 				return nil, err
@@ -396,6 +407,7 @@ func (e *Engine) sequence(st *seqState, batch []*request, forceSig bool) error {
 		}
 	}
 	e.mu.Unlock()
+	e.captureDue()
 	e.metrics.Transactions.Add(uint64(len(todo)))
 	if e.cfg.Observer != nil {
 		for _, t := range todo {
@@ -542,6 +554,7 @@ func (e *Engine) signature(st *seqState, view, seqno uint64) ([]byte, error) {
 	e.sigs = append(e.sigs, seqno)
 	e.cacheSignatureLocked(s)
 	e.metrics.Signatures.Add(1)
+	e.maybeCaptureLocked(seqno, view, payload)
 	return payload, nil
 }
 
@@ -582,6 +595,7 @@ func (e *Engine) rollbackTo(index uint64) {
 		e.sigs = e.sigs[:len(e.sigs)-1]
 	}
 	e.trimSecretsLocked(index)
+	e.snapshotRolledBackLocked(index)
 	for len(e.terms) > 0 && e.terms[len(e.terms)-1].index > index {
 		e.terms = e.terms[:len(e.terms)-1]
 	}
@@ -634,6 +648,11 @@ func (e *Engine) handleReady(st *seqState, rd *raft.Ready) error {
 	for _, m := range rd.Messages {
 		switch m.To {
 		case raft.LocalAppendThread:
+			if m.Snapshot != nil && !raft.IsEmptySnap(*m.Snapshot) {
+				if err := e.installSnapshot(st, m.Snapshot); err != nil {
+					return err
+				}
+			}
 			if len(m.Entries) > 0 {
 				if err := e.learn(st, m.Entries); err != nil {
 					return err
@@ -783,7 +802,11 @@ func (e *Engine) applyEntry(term, index uint64, payload []byte, written bool) er
 	}
 	e.noteTermLocked(term, index)
 	e.lastIndex = index
+	if sig != nil {
+		e.maybeCaptureLocked(index, term, payload)
+	}
 	e.mu.Unlock()
+	e.captureDue()
 	if e.cfg.Observer != nil && p.Kind != ledger.KindSignature {
 		if restore != nil {
 			e.reobserve(index - 1)
@@ -846,12 +869,13 @@ func (e *Engine) advanceCommit(raftCommit uint64) {
 	}
 	e.store.Compact(kv.Version(c))
 	e.setCommitted(c) // the append thread renames the chunks it covers
-
+	e.snapshotCommitted(c)
 }
 
-// replay rebuilds the store and the tree from the ledger files.
-func (e *Engine) replay() error {
-	first, last := e.log.FirstIndex(), e.log.LastIndex()
+// replay rebuilds the store and the tree from the ledger files, from
+// seqno first on (after the snapshot Open loaded, if any).
+func (e *Engine) replay(first uint64) error {
+	first, last := max(first, e.log.FirstIndex()), e.log.LastIndex()
 	for lo := first; lo <= last; {
 		ents, err := e.log.Entries(lo, last+1, 64<<20)
 		if err != nil {

@@ -29,15 +29,18 @@ const (
 	CodeInvalidTag            = "InvalidTag"
 	CodeTransactionNotFound   = "TransactionNotFound"
 	CodeTransactionInvalid    = "TransactionInvalid"
-	CodeLedgerEntryNotFound   = "LedgerEntryNotFound"
-	CodeSignatureTransaction  = "SignatureTransaction"
-	CodeNotCommitted          = "TransactionNotCommitted"
-	CodeUserNotFound          = "UserNotFound"
-	CodeLastAdministrator     = "LastAdministrator"
-	CodeResourceNotFound      = "ResourceNotFound"
-	CodeMethodNotAllowed      = "UnsupportedHttpVerb"
-	CodeServiceUnavailable    = "ServiceUnavailable"
-	CodeInternalError         = "InternalError"
+	// CodeTransactionNotOnThisNode: the node started from a snapshot taken
+	// after the transaction and holds neither its entry nor its receipt.
+	CodeTransactionNotOnThisNode = "TransactionNotOnThisNode"
+	CodeLedgerEntryNotFound      = "LedgerEntryNotFound"
+	CodeSignatureTransaction     = "SignatureTransaction"
+	CodeNotCommitted             = "TransactionNotCommitted"
+	CodeUserNotFound             = "UserNotFound"
+	CodeLastAdministrator        = "LastAdministrator"
+	CodeResourceNotFound         = "ResourceNotFound"
+	CodeMethodNotAllowed         = "UnsupportedHttpVerb"
+	CodeServiceUnavailable       = "ServiceUnavailable"
+	CodeInternalError            = "InternalError"
 )
 
 // apiError is an error with its HTTP status and ACL code.
@@ -88,6 +91,7 @@ func toAPIError(err error) *apiError {
 		{app.ErrLastAdministrator, http.StatusConflict, CodeLastAdministrator},
 		{engine.ErrUnknownTx, http.StatusNotFound, CodeTransactionNotFound},
 		{engine.ErrInvalid, http.StatusNotFound, CodeTransactionInvalid},
+		{engine.ErrNotOnThisNode, http.StatusNotFound, CodeTransactionNotOnThisNode},
 		{engine.ErrNotCommitted, http.StatusBadRequest, CodeNotCommitted},
 		{engine.ErrNotLeader, http.StatusServiceUnavailable, CodeServiceUnavailable},
 		{engine.ErrClosed, http.StatusServiceUnavailable, CodeServiceUnavailable},

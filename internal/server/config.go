@@ -49,6 +49,11 @@ type Config struct {
 	// SignatureTxCount is the most transactions between two signatures
 	// (1000).
 	SignatureTxCount int `json:"signatureTxCount,omitempty"`
+	// SnapshotTxInterval is the least number of seqnos between two
+	// snapshots of the state, from which a node that joins or lags far
+	// behind catches up (engine.DefaultSnapshotTxInterval, 10000; -1 turns
+	// snapshots off). See docs/operations.md, "Snapshots".
+	SnapshotTxInterval int `json:"snapshotTxInterval,omitempty"`
 	// Limits are the ledger application's limits (ACL's by default).
 	Limits app.Limits `json:"limits,omitzero"`
 	// MaxRequestBytes bounds a request body (1 MiB).
@@ -165,6 +170,9 @@ func (c Config) validate() error {
 	}
 	if c.SignatureInterval < 0 || (c.SignatureInterval > 0 && time.Duration(c.SignatureInterval) < time.Millisecond) {
 		errs = append(errs, errors.New("signatureInterval must be at least 1ms"))
+	}
+	if c.SnapshotTxInterval < -1 {
+		errs = append(errs, errors.New("snapshotTxInterval: want -1 (off), 0 (default) or a positive count"))
 	}
 	if c.SignatureTxCount < 0 || c.MaxRequestBytes < 0 || c.PageSize < 0 || c.MaxBatch < 0 {
 		errs = append(errs, errors.New("signatureTxCount, maxRequestBytes, pageSize and maxBatch must not be negative"))

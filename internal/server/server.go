@@ -183,6 +183,7 @@ func StartContext(ctx context.Context, cfg Config, logger *slog.Logger) (*Server
 		NodeCertPEM:               id.NodeCertPEM,
 		SignatureInterval:         time.Duration(cfg.SignatureInterval),
 		SignatureTxCount:          cfg.SignatureTxCount,
+		SnapshotTxInterval:        cfg.SnapshotTxInterval,
 		Logger:                    logger.With(slog.String("component", "engine")),
 		Observer:                  crIdx,
 		UnsafeTruncateCorruptTail: cfg.UnsafeTruncateCorruptTail,

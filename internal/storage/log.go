@@ -88,11 +88,12 @@ const (
 	siteTruncRemove           // TruncateFrom: directory after each removal
 	siteTruncRename           // TruncateFrom: directory after reopening a chunk
 	siteTruncFile             // TruncateFrom: the shortened chunk
+	siteReset                 // Reset: archive and ledger directories
 	numSyncSites
 )
 
 var siteNames = [...]string{"none", "mkdir", "open-truncate", "open-repair", "rotate",
-	"sync-file", "sync-dir", "commit-dir", "truncate-remove", "truncate-rename", "truncate-file"}
+	"sync-file", "sync-dir", "commit-dir", "truncate-remove", "truncate-rename", "truncate-file", "reset"}
 
 func (s syncSite) String() string { return siteNames[s] }
 

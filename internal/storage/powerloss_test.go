@@ -302,6 +302,9 @@ func TestPowerLossNeedsEverySync(t *testing.T) {
 		t.Skip("slow")
 	}
 	for site := siteNone + 1; site < numSyncSites; site++ {
+		if site == siteReset {
+			continue // Reset's own power-loss test: TestResetPowerLoss
+		}
 		t.Run(site.String(), func(t *testing.T) {
 			var firstErr error
 			for seed := range uint64(20) {

@@ -61,6 +61,12 @@ type Report struct {
 	// previous service identities, which chain to the service certificate
 	// through endorsements the ledger records (after disaster recovery).
 	PreviousIdentities int
+	// SnapshotSeqno is the seqno of the snapshot the ledger was checked
+	// from (LedgerFromSnapshot), 0 for a whole ledger.
+	SnapshotSeqno uint64
+	// SnapshotEvidence reports that the ledger records the digest of that
+	// snapshot file (the primary's evidence, and it matched).
+	SnapshotEvidence bool
 }
 
 // Options tune a verification run.
@@ -76,7 +82,16 @@ type Options struct {
 // Ledger verifies the ledger directory dir against the service certificate.
 // It returns a *Error for the first problem.
 func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options) (*Report, error) {
+	return ledgerFrom(fsys, dir, serviceCert, opts, nil)
+}
+
+func ledgerFrom(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options, snap *Snapshot) (*Report, error) {
 	v := &verifier{service: serviceCert, opts: opts, endorsed: map[string]bool{}, pending: map[string]uint64{}}
+	if snap != nil {
+		if err := v.startFrom(snap); err != nil {
+			return nil, err
+		}
+	}
 	total, err := totalSize(fsys, dir)
 	if err != nil {
 		return nil, &Error{Err: err}
@@ -96,7 +111,7 @@ func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options
 	}
 	err = storage.Scan(fsys, dir, func(c storage.ChunkInfo, e storage.Entry) error {
 		if c.Name != chunk.Name {
-			if chunk.Name == "" && c.Start != 1 {
+			if chunk.Name == "" && c.Start != 1 && (snap == nil || c.Start > snap.Public.Seqno+1) {
 				return &Error{Chunk: c.Name, Err: fmt.Errorf("the ledger starts at seqno %d: chunks before it are missing", c.Start)}
 			}
 			if chunk.Name != "" {
@@ -110,6 +125,12 @@ func Ledger(fsys vfs.FS, dir string, serviceCert *x509.Certificate, opts Options
 		}
 		chunkHasEntries = true
 		id := ledger.TxID{View: e.Term, Seqno: e.Index}
+		if snap != nil && e.Index <= snap.Public.Seqno {
+			if err := v.snapshotEntry(snap, e); err != nil {
+				return &Error{Chunk: c.Name, TxID: id, Err: err}
+			}
+			return nil
+		}
 		if err := v.entry(e); err != nil {
 			return &Error{Chunk: c.Name, TxID: id, Err: err}
 		}
@@ -184,6 +205,10 @@ type verifier struct {
 	lastKind ledger.Kind
 	endorsed map[string]bool // node certificate PEM → checked
 	report   Report
+	// snapDigest is the hex SHA-256 of the snapshot file the ledger is
+	// checked from, if any; snapSeqno its seqno.
+	snapDigest string
+	snapSeqno  uint64
 }
 
 // termAt is the view of the seqno after the last entry checked, for naming
@@ -300,6 +325,12 @@ func (v *verifier) notePrevious(p *ledger.Parsed) error {
 		return fmt.Errorf("public write set: %w", err)
 	}
 	for _, m := range ws.Maps {
+		if m.Map == SnapshotEvidenceMap {
+			if err := v.noteEvidence(m.Writes); err != nil {
+				return err
+			}
+			continue
+		}
 		if m.Map != PreviousIdentitiesMap {
 			continue
 		}
