@@ -11,7 +11,9 @@
 #
 # Environment: PARLEY (the parley binary, default: parley on PATH),
 # BENCH_ARGS (extra arguments for parley bench, default
-# "--duration 10s --warmup 2s --clients 64").
+# "--duration 10s --warmup 2s --clients 64"), CLUSTER_GOMAXPROCS (if set,
+# the GOMAXPROCS of each node of the three-node network: three nodes on
+# one small machine do better with 1 each, see docs/performance.md).
 set -euo pipefail
 work=${1:?usage: bench.sh WORKDIR [ROUNDS]}
 rounds=${2:-3}
@@ -46,7 +48,11 @@ for ((r = 1; r <= rounds; r++)); do
 	PARLEY=$parley "$here/start.sh" "$one" 1 >/dev/null
 	run "r$r-one" "$one"
 	"$here/stop.sh" "$one"
-	PARLEY=$parley "$here/start.sh" "$three" 3 >/dev/null
+	if [ -n "${CLUSTER_GOMAXPROCS:-}" ]; then
+		GOMAXPROCS=$CLUSTER_GOMAXPROCS PARLEY=$parley "$here/start.sh" "$three" 3 >/dev/null
+	else
+		PARLEY=$parley "$here/start.sh" "$three" 3 >/dev/null
+	fi
 	run "r$r-three-primary" "$three"
 	run "r$r-three-spread" "$three" --nodes "$three/nodes.json"
 	"$here/stop.sh" "$three"
