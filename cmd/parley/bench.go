@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +26,7 @@ func newBenchCmd() *cobra.Command {
 		minRatio     float64
 		maxP99       time.Duration
 		pollInterval time.Duration
+		nodesFile    string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -48,6 +52,13 @@ the same kinds of certificates and mutual TLS that does nothing but answer
 200 with a small JSON body, runs the same clients against it for the same
 time first, and prints the ratio of committed appends/s to its requests/s.
 
+--nodes FILE spreads the clients round-robin over every node of a cluster
+(FILE is the nodes.json examples/cluster/start.sh writes: [{"endpoint"}]),
+with the profile's certificates; backups forward writes to the primary.
+Every run also reports the longest time in the window without a commit:
+kill the primary mid-run to measure a failover's write unavailability
+(examples/cluster/failover.sh does).
+
 Targets for CI: --min-ratio (needs --baseline) and --max-p99 (write →
 Committed, or the write response with --wait none) make the command exit 1
 when unmet. Only loopback endpoints are accepted unless --allow-remote.`,
@@ -55,6 +66,7 @@ when unmet. Only loopback endpoints are accepted unless --allow-remote.`,
   parley bench --duration 10s --baseline
   parley bench --clients 64 --entry-size 1024 --duration 30s --warmup 5s --baseline --json > bench.json
   parley bench --read-ratio 0.9 --duration 10s
+  parley bench --profile cl/profile.json --nodes cl/nodes.json   # a start.sh cluster
   parley bench --baseline --min-ratio 0.7 --max-p99 25ms   # CI gate`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,11 +94,24 @@ when unmet. Only loopback endpoints are accepted unless --allow-remote.`,
 			o.DisableHTTP2 = http1
 			o.MinPollInterval = pollInterval
 			o.MaxPollInterval = 8 * pollInterval
-			c, err := client.New(p.Endpoint, o)
-			if err != nil {
-				return &exitError{code: 2, err: err}
+			endpoints := []string{p.Endpoint}
+			if nodesFile != "" {
+				if endpoints, err = nodeEndpoints(nodesFile); err != nil {
+					return &exitError{code: 2, err: err}
+				}
 			}
-			defer c.CloseIdleConnections()
+			var cs []*client.Client
+			for _, ep := range endpoints {
+				if ok, err := loadgen.IsLoopback(ep); err != nil || (!ok && !allowRemote) {
+					return &exitError{code: 2, err: fmt.Errorf("endpoint %s is not loopback: pass --allow-remote to load-test it", ep)}
+				}
+				c, err := client.New(ep, o)
+				if err != nil {
+					return &exitError{code: 2, err: err}
+				}
+				defer c.CloseIdleConnections()
+				cs = append(cs, c)
+			}
 			ctx := cmd.Context()
 			var base *loadgen.Result
 			if baseline {
@@ -94,7 +119,7 @@ when unmet. Only loopback endpoints are accepted unless --allow-remote.`,
 					return fmt.Errorf("baseline: %w", err)
 				}
 			}
-			res, err := loadgen.Run(ctx, c, cfg)
+			res, err := loadgen.RunSpread(ctx, cs, cfg)
 			if err != nil {
 				return err
 			}
@@ -124,10 +149,47 @@ when unmet. Only loopback endpoints are accepted unless --allow-remote.`,
 	f.BoolVar(&baseline, "baseline", false, "also measure a no-op HTTPS+mTLS server and print the ratio")
 	f.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	f.BoolVar(&allowRemote, "allow-remote", false, "allow a non-loopback endpoint")
+	f.StringVar(&nodesFile, "nodes", "", "spread clients over the endpoints of this nodes.json (examples/cluster/start.sh)")
 	f.BoolVar(&http1, "http1", false, "use HTTP/1.1 (one connection per concurrent request) instead of HTTP/2")
 	f.Float64Var(&minRatio, "min-ratio", 0, "exit 1 if committed appends/s ÷ no-op requests/s is below this")
 	f.DurationVar(&maxP99, "max-p99", 0, "exit 1 if p99 write → Committed is above this")
 	return cmd
+}
+
+// maxNodesFile bounds a --nodes file.
+const maxNodesFile = 1 << 20
+
+// nodeEndpoints reads the endpoints of a nodes.json: host:port or https
+// URLs.
+func nodeEndpoints(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read nodes: %w", err)
+	}
+	if len(b) > maxNodesFile {
+		return nil, fmt.Errorf("read nodes %s: larger than %d bytes", path, maxNodesFile)
+	}
+	var nodes []struct {
+		Endpoint string `json:"endpoint"`
+	}
+	if err := json.Unmarshal(b, &nodes); err != nil {
+		return nil, fmt.Errorf("read nodes %s: %w", path, err)
+	}
+	var eps []string
+	for i, n := range nodes {
+		switch {
+		case n.Endpoint == "":
+			return nil, fmt.Errorf("read nodes %s: node %d has no endpoint", path, i)
+		case strings.Contains(n.Endpoint, "://"):
+			eps = append(eps, n.Endpoint)
+		default:
+			eps = append(eps, "https://"+n.Endpoint)
+		}
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("read nodes %s: no node", path)
+	}
+	return eps, nil
 }
 
 // checkTargets returns an exit error naming every target the report
@@ -170,6 +232,12 @@ func printBench(w io.Writer, rep *loadgen.Report, cfg loadgen.Config) {
 	row("write → Committed", res.Committed)
 	row("receipt after commit", res.Receipts)
 	row("reads", res.Reads)
+	if len(res.Endpoints) > 1 {
+		fmt.Fprintf(w, "\n  clients spread over %s\n", strings.Join(res.Endpoints, ", "))
+	}
+	if res.Wait != loadgen.WaitNone {
+		fmt.Fprintf(w, "\n  longest time without a commit: %s, from %s into the window\n", ms(res.MaxCommitGap), ms(res.MaxCommitGapAt))
+	}
 	if rep.Baseline != nil {
 		row("no-op HTTPS baseline", rep.Baseline.Writes)
 		fmt.Fprintf(w, "\n  committed appends/s ÷ no-op requests/s = %.3f\n", rep.Ratio)

@@ -56,6 +56,11 @@ const (
 	smallMessage = 1 << 20
 	// retryPause is how long a sender waits after a failed request.
 	retryPause = 50 * time.Millisecond
+	// verifiedFor is how long a verified client certificate chain is
+	// trusted without verifying it again (never past its NotAfter).
+	verifiedFor = time.Minute
+	// maxVerified bounds the cache of verified certificates.
+	maxVerified = 64
 )
 
 // Errors.
@@ -115,11 +120,18 @@ type Transport struct {
 	peers    map[uint64]*peer
 	byNodeID map[string]uint64
 	receiver atomic.Pointer[receiverBox]
-	stop     chan struct{}
-	ctx      context.Context // cancelled by Close, ending requests in flight
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	once     sync.Once
+	// verified caches client certificates whose chain to the service
+	// certificate was verified: SHA-256 of the DER leaf → when to verify
+	// again. Verifying a P-384 chain costs about a millisecond, once per
+	// raft request otherwise.
+	verifiedMu    sync.Mutex
+	verified      map[[sha256.Size]byte]time.Time
+	verifications atomic.Uint64 // chain verifications done, for tests
+	stop          chan struct{}
+	ctx           context.Context // cancelled by Close, ending requests in flight
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	once          sync.Once
 
 	sent, dropped, received atomic.Uint64
 }
@@ -171,6 +183,7 @@ func New(cfg Config) (*Transport, error) {
 		queueLen: cfg.QueueSize,
 		peers:    make(map[uint64]*peer),
 		byNodeID: make(map[string]uint64),
+		verified: make(map[[sha256.Size]byte]time.Time),
 		stop:     make(chan struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
@@ -416,11 +429,7 @@ func (t *Transport) Authenticate(cs *tls.ConnectionState) (uint64, error) {
 		return 0, errors.New("authenticate peer: no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if err := t.verifyChain(leaf, cs.PeerCertificates[1:]); err != nil {
 		return 0, fmt.Errorf("authenticate peer: %w", err)
 	}
 	nid := nodeIDOf(leaf)
@@ -432,6 +441,41 @@ func (t *Transport) Authenticate(cs *tls.ConnectionState) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("authenticate peer: node %s: %w", nid, ErrUnknownPeer)
+}
+
+// verifyChain checks that leaf chains to the service certificate for
+// client authentication, remembering a success for verifiedFor (or until
+// the leaf expires, if sooner) so that the requests of one peer do not each
+// pay for the signature check. Membership is not cached: Authenticate
+// checks it every time.
+func (t *Transport) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate) error {
+	key := sha256.Sum256(leaf.Raw)
+	now := time.Now()
+	t.verifiedMu.Lock()
+	until, ok := t.verified[key]
+	t.verifiedMu.Unlock()
+	if ok && now.Before(until) {
+		return nil
+	}
+	t.verifications.Add(1)
+	inter := x509.NewCertPool()
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: now}); err != nil {
+		return err
+	}
+	until = now.Add(verifiedFor)
+	if leaf.NotAfter.Before(until) {
+		until = leaf.NotAfter
+	}
+	t.verifiedMu.Lock()
+	if len(t.verified) >= maxVerified {
+		clear(t.verified)
+	}
+	t.verified[key] = until
+	t.verifiedMu.Unlock()
+	return nil
 }
 
 func nodeIDOf(c *x509.Certificate) string {

@@ -718,3 +718,61 @@ func TestSetPeers(t *testing.T) {
 		t.Fatalf("after removal: status %d, want 403", got)
 	}
 }
+
+func TestAuthenticateCachesChainNotMembership(t *testing.T) {
+	svc, err := identity.NewService("Parley Service", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := identity.NewService("Other", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfKey, selfCert := newKeyCert(t, svc)
+	peerKey, peerCert := newKeyCert(t, svc)
+	_, foreignCert := newKeyCert(t, other)
+	peerID, err := identity.NodeID(&peerKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(Config{
+		ID:          1,
+		Peers:       []Peer{{ID: 2, Address: "127.0.0.1:1", NodeID: peerID}},
+		Certificate: tls.Certificate{Certificate: [][]byte{selfCert}, PrivateKey: selfKey},
+		ServiceCert: svc.Cert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	state := func(der []byte) *tls.ConnectionState {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.ConnectionState{PeerCertificates: []*x509.Certificate{c}}
+	}
+	for i := range 3 {
+		id, err := tr.Authenticate(state(peerCert))
+		if err != nil || id != 2 {
+			t.Fatalf("call %d: Authenticate(peer) = %d, %v, want 2, nil", i, id, err)
+		}
+	}
+	if got := tr.verifications.Load(); got != 1 {
+		t.Errorf("chain verifications after 3 calls = %d, want 1 (cached)", got)
+	}
+	for i := range 2 {
+		if _, err := tr.Authenticate(state(foreignCert)); err == nil {
+			t.Fatalf("call %d: Authenticate(other service's node) = nil error", i)
+		}
+	}
+	if got := tr.verifications.Load(); got != 3 {
+		t.Errorf("chain verifications after 2 refusals = %d, want 3 (failures are not cached)", got)
+	}
+	if err := tr.SetPeers(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Authenticate(state(peerCert)); !errors.Is(err, ErrUnknownPeer) {
+		t.Errorf("Authenticate(removed peer, chain cached) = %v, want ErrUnknownPeer", err)
+	}
+}

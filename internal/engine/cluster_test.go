@@ -29,7 +29,8 @@ type testNet struct {
 	mu      sync.Mutex
 	engines map[uint64]*Engine
 	cut     map[[2]uint64]bool
-	mutate  func(*pb.Message) // if set, applied to every message sent
+	mutate  func(*pb.Message)     // if set, applied to every message sent
+	drop    func(pb.Message) bool // drops the messages it is true of, if set
 }
 
 type testLink struct {
@@ -41,7 +42,7 @@ func (l testLink) Send(msgs []pb.Message) {
 	l.net.mu.Lock()
 	byTo := map[*Engine][]pb.Message{}
 	for _, m := range msgs {
-		if l.net.cut[[2]uint64{l.from, m.To}] {
+		if l.net.cut[[2]uint64{l.from, m.To}] || (l.net.drop != nil && l.net.drop(m)) {
 			continue
 		}
 		if l.net.mutate != nil {

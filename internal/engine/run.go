@@ -91,6 +91,14 @@ func (e *Engine) run() {
 			e.fail(err)
 			return
 		}
+		// In a cluster, signatures are paced to the commit, which the
+		// Ready just handled may have advanced.
+		if st.sinceSig > 0 && !e.singleVoter() && e.signatureDue(&st) {
+			if err := e.sequence(&st, nil, true); err != nil {
+				e.fail(err)
+				return
+			}
+		}
 		if len(st.confs) > 0 {
 			if err := e.tryConf(&st); err != nil {
 				e.fail(err)
@@ -139,7 +147,7 @@ func (e *Engine) run() {
 			e.rn.TransferLeader(to)
 			continue
 		case <-sigTick.C:
-			if st.sinceSig > 0 && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap() {
+			if st.sinceSig > 0 && e.signatureOverdue(&st) {
 				if err := e.sequence(&st, nil, true); err != nil {
 					e.fail(err)
 					return
@@ -464,8 +472,31 @@ func (e *Engine) dropHeld(st *seqState) {
 // within a quarter of the signature interval of the previous one, which
 // bounds the signing cost. The signature ticker (at that quarter) signs
 // whatever is left when nothing else happens.
+//
+// In a cluster the next signature waits instead for the previous one to be
+// committed (durable on a quorum), or for the signature interval to pass:
+// a commit there takes a replication round trip and the backups' fsyncs,
+// and pacing to the local fsync only cut the same transactions into more,
+// smaller signed batches, each costing a signature, an fsync on every
+// node and raft messages (measured: docs/performance.md, "A three-node
+// cluster").
 func (e *Engine) signatureDue(st *seqState) bool {
-	return st.lastSig <= e.durable.Load() && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap()
+	mark := e.durable.Load()
+	if !e.singleVoter() {
+		mark = e.committed.Load()
+	}
+	return st.lastSig <= mark && e.cfg.testOnlyNow().Sub(st.lastSigAt) >= e.minSignatureGap()
+}
+
+// signatureOverdue is the signature ticker's test: on one node, the
+// quarter interval has passed; in a cluster, the signature is due or the
+// whole interval has passed.
+func (e *Engine) signatureOverdue(st *seqState) bool {
+	since := e.cfg.testOnlyNow().Sub(st.lastSigAt)
+	if e.singleVoter() {
+		return since >= e.minSignatureGap()
+	}
+	return e.signatureDue(st) || since >= e.cfg.SignatureInterval
 }
 
 func (e *Engine) minSignatureGap() time.Duration { return e.cfg.SignatureInterval / 4 }

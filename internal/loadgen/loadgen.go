@@ -1,10 +1,12 @@
 // Package loadgen is the load generator behind `parley bench`: a fixed
 // number of concurrent clients write (and optionally read) ledger entries
-// against one endpoint for a fixed time, and it reports throughput and
-// latency percentiles for the write response, write to Committed, receipt
-// availability after commit, and reads.
+// against one endpoint (or spread over the nodes of a cluster) for a fixed
+// time, and it reports throughput and latency percentiles for the write
+// response, write to Committed, receipt availability after commit, and
+// reads, and the longest time without a commit (a failover's write
+// unavailability).
 //
-// A run is bounded: it talks only to the one client it is given, and stops
+// A run is bounded: it talks only to the clients it is given, and stops
 // by itself when its duration is over. [StartNoop] starts an HTTPS server
 // that does nothing, so that a run can compare a ledger with the cost of
 // HTTPS and mutual TLS alone on the same machine.
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -125,17 +128,44 @@ type Result struct {
 	// a few distinct messages.
 	Errors       int      `json:"errors"`
 	ErrorSamples []string `json:"errorSamples,omitempty"`
+	// Endpoints are the endpoints the clients were spread over, when
+	// more than one.
+	Endpoints []string `json:"endpoints,omitempty"`
+	// MaxCommitGap is the longest time in the window during which no
+	// write committed (from the window's start, between two commits, or
+	// until its end), and MaxCommitGapAt when it began, from the window's
+	// start: during a primary failover, the write unavailability.
+	MaxCommitGap   time.Duration `json:"-"`
+	MaxCommitGapAt time.Duration `json:"-"`
+	MaxCommitGapMs float64       `json:"maxCommitGapMs"`
+	GapAtMs        float64       `json:"maxCommitGapAtMs"`
 }
 
 // maxErrorSamples bounds Result.ErrorSamples.
 const maxErrorSamples = 5
 
+// errorPause is how long a client waits after a failed operation before
+// the next, so that an endpoint that is down (a killed node) is not
+// spun on.
+const errorPause = 5 * time.Millisecond
+
 // Run runs cfg against c and returns the figures of the measured window.
 // It returns when the warmup and the duration have passed, or ctx ends.
 func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
+	return RunSpread(ctx, []*client.Client{c}, cfg)
+}
+
+// RunSpread is Run with the clients spread round-robin over cs (one per
+// node of a cluster, say: backups forward writes to the primary). The
+// first write, which learns the wait mode, goes to cs[0].
+func RunSpread(ctx context.Context, cs []*client.Client, cfg Config) (*Result, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	if len(cs) == 0 {
+		return nil, errors.New("no client")
+	}
+	c := cs[0]
 	contents := func(worker, n int) string {
 		s := fmt.Sprintf("parley bench w%d n%d ", worker, n)
 		if len(s) >= cfg.EntrySize {
@@ -179,11 +209,12 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 		pace = &pacer{interval: time.Duration(float64(time.Second) / cfg.Rate)}
 	}
 
+	gaps := &gapTracker{last: measureFrom, from: measureFrom, end: end}
 	workers := make([]*worker, cfg.Clients)
 	var wg sync.WaitGroup
 	for i := range workers {
 		w := &worker{
-			id: i, c: c, cfg: &cfg, mode: mode, ids: ids, pace: pace,
+			id: i, c: cs[i%len(cs)], cfg: &cfg, gaps: gaps, mode: mode, ids: ids, pace: pace,
 			from: measureFrom, end: end, contents: contents,
 			rng: rand.New(rand.NewPCG(uint64(i), uint64(start.UnixNano()))),
 		}
@@ -219,6 +250,16 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 		Receipts:  summarize(pick(func(w *worker) *recorder { return &w.receipts }), window),
 		Reads:     summarize(pick(func(w *worker) *recorder { return &w.reads }), window),
 	}
+	if len(cs) > 1 {
+		for _, c := range cs {
+			res.Endpoints = append(res.Endpoints, c.Endpoint())
+		}
+	}
+	if mode != WaitNone {
+		res.MaxCommitGap, res.MaxCommitGapAt = gaps.result()
+		res.MaxCommitGapMs = float64(res.MaxCommitGap) / float64(time.Millisecond)
+		res.GapAtMs = float64(res.MaxCommitGapAt) / float64(time.Millisecond)
+	}
 	seen := map[string]bool{}
 	for _, w := range workers {
 		res.Errors += w.errors
@@ -240,6 +281,7 @@ type worker struct {
 	mode     WaitMode
 	ids      *idRing
 	pace     *pacer
+	gaps     *gapTracker
 	from     time.Time
 	end      time.Time
 	contents func(worker, n int) string
@@ -247,6 +289,7 @@ type worker struct {
 
 	writes, committed, receipts, reads recorder
 	errors                             int
+	failed                             bool // the last operation failed
 	errorSamples                       []string
 	n                                  int
 }
@@ -258,6 +301,7 @@ func (w *worker) measured(t0, now time.Time) bool {
 }
 
 func (w *worker) fail(ctx context.Context, t0 time.Time, err error) {
+	w.failed = true
 	if ctx.Err() != nil || t0.Before(w.from) {
 		return // cut off by the end of the run, or during warmup
 	}
@@ -267,15 +311,29 @@ func (w *worker) fail(ctx context.Context, t0 time.Time, err error) {
 	}
 }
 
+// pause waits errorPause, or until ctx ends.
+func pause(ctx context.Context) {
+	t := time.NewTimer(errorPause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 func (w *worker) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if w.pace != nil && w.pace.wait(ctx) != nil {
 			return
 		}
+		w.failed = false
 		if w.cfg.ReadRatio > 0 && w.rng.Float64() < w.cfg.ReadRatio {
 			w.read(ctx)
 		} else {
 			w.write(ctx)
+		}
+		if w.failed {
+			pause(ctx)
 		}
 	}
 }
@@ -312,6 +370,7 @@ func (w *worker) write(ctx context.Context) {
 			return
 		}
 		id, committedAt = res.TransactionID, time.Now()
+		w.gaps.commit(committedAt)
 		if w.measured(t0, committedAt) {
 			w.writes.add(committedAt.Sub(t0))
 			w.committed.add(committedAt.Sub(t0))
@@ -335,6 +394,7 @@ func (w *worker) write(ctx context.Context) {
 			return
 		}
 		committedAt = time.Now()
+		w.gaps.commit(committedAt)
 		if w.measured(t0, committedAt) {
 			w.committed.add(committedAt.Sub(t0))
 		}
@@ -343,13 +403,68 @@ func (w *worker) write(ctx context.Context) {
 	if w.cfg.ReceiptEvery == 0 || w.n%w.cfg.ReceiptEvery != 0 {
 		return
 	}
-	if _, err := w.c.Receipt(ctx, id); err != nil {
+	if err := w.receipt(ctx, id); err != nil {
 		w.fail(ctx, t0, err)
 		return
 	}
 	if now := time.Now(); w.measured(t0, now) {
 		w.receipts.add(now.Sub(committedAt))
 	}
+}
+
+// notYetKnownFor bounds how long a receipt fetch retries a node that does
+// not know the transaction yet.
+const notYetKnownFor = 5 * time.Second
+
+// receipt fetches the receipt of id. A backup that has not yet learned of
+// a commit the primary answered says TransactionNotFound: that is retried,
+// every errorPause, for up to notYetKnownFor.
+func (w *worker) receipt(ctx context.Context, id string) error {
+	deadline := time.Now().Add(notYetKnownFor)
+	for {
+		_, err := w.c.Receipt(ctx, id)
+		var ce *client.Error
+		if err == nil || !errors.As(err, &ce) || ce.StatusCode != http.StatusNotFound || ce.Code != "TransactionNotFound" || time.Now().After(deadline) {
+			return err
+		}
+		pause(ctx)
+	}
+}
+
+// gapTracker finds the longest time without a commit in [from, end].
+type gapTracker struct {
+	mu        sync.Mutex
+	from, end time.Time
+	last      time.Time // the last commit, or from
+	max       time.Duration
+	maxAt     time.Time
+}
+
+// commit notes a write known committed at t.
+func (g *gapTracker) commit(t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t.Before(g.from) || t.After(g.end) {
+		return
+	}
+	if d := t.Sub(g.last); d > g.max {
+		g.max, g.maxAt = d, g.last
+	}
+	if t.After(g.last) {
+		g.last = t
+	}
+}
+
+// result returns the longest gap, counting the one from the last commit
+// to the end, and when it began, from the window's start.
+func (g *gapTracker) result() (gap, at time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	max, maxAt := g.max, g.maxAt
+	if d := g.end.Sub(g.last); d > max {
+		max, maxAt = d, g.last
+	}
+	return max, maxAt.Sub(g.from)
 }
 
 // idRing holds the ids of recent writes for reads to pick from.

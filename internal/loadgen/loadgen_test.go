@@ -390,3 +390,58 @@ func TestNoopRejectsOtherClients(t *testing.T) {
 }
 
 func errorsAs(err error, target **client.Error) bool { return errors.As(err, target) }
+
+func TestRunSpreadUsesEveryEndpoint(t *testing.T) {
+	fs := []*fakeLedger{{waitExt: true, polled: map[string]bool{}}, {waitExt: true, polled: map[string]bool{}}, {waitExt: true, polled: map[string]bool{}}}
+	var cs []*client.Client
+	for _, f := range fs {
+		cs = append(cs, newFakeClient(t, f))
+	}
+	res, err := RunSpread(context.Background(), cs, Config{Clients: 6, Duration: 500 * time.Millisecond, Warmup: 200 * time.Millisecond, EntrySize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 {
+		t.Errorf("Errors = %d (%v), want 0", res.Errors, res.ErrorSamples)
+	}
+	if len(res.Endpoints) != len(cs) {
+		t.Errorf("Endpoints = %v, want %d", res.Endpoints, len(cs))
+	}
+	for i, f := range fs {
+		if f.seq.Load() == 0 {
+			t.Errorf("endpoint %d served no write", i)
+		}
+	}
+	if res.MaxCommitGap <= 0 || res.MaxCommitGap > res.Window {
+		t.Errorf("MaxCommitGap = %v, want in (0, %v]", res.MaxCommitGap, res.Window)
+	}
+}
+
+func TestGapTracker(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for _, tt := range []struct {
+		name        string
+		commits     []int // ms after the window's start, in any order
+		wantGap     int   // ms
+		wantGapFrom int   // ms
+	}{
+		{"none", nil, 1000, 0},
+		{"from the start", []int{300, 400, 550, 800}, 300, 0},
+		{"between", []int{10, 100, 700, 710, 990}, 600, 100},
+		{"out of order", []int{100, 700, 10, 50, 990}, 600, 100},
+		{"until the end", []int{10, 200}, 800, 200},
+		{"outside the window ignored", []int{-50, 500, 1200}, 500, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &gapTracker{from: t0, last: t0, end: at(1000)}
+			for _, c := range tt.commits {
+				g.commit(at(c))
+			}
+			gap, from := g.result()
+			if gap != time.Duration(tt.wantGap)*time.Millisecond || from != time.Duration(tt.wantGapFrom)*time.Millisecond {
+				t.Errorf("result = %v from %v, want %dms from %dms", gap, from, tt.wantGap, tt.wantGapFrom)
+			}
+		})
+	}
+}

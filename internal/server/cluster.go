@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/parleyhq/parley/internal/consensus"
@@ -482,6 +483,7 @@ func newForwarder(id *node.Identity) (*http.Transport, error) {
 // Retry-After. A forwarded request is never forwarded again. On the
 // primary, it restores the caller's identity of a request a node forwarded.
 func (s *Server) routeWrites(next http.Handler) http.Handler {
+	rs := &routeState{}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fwd := r.Header.Get(ForwardedCertHeader)
 		if s.tr != nil && fwd != "" {
@@ -497,8 +499,9 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		self, p, ok := s.routeInfo(rs)
 		if s.network {
-			if st := s.selfStatus(); st == gov.NodeRetired || st == gov.NodeRetiring {
+			if st := self; st == gov.NodeRetired || st == gov.NodeRetiring {
 				writeError(w, http.StatusServiceUnavailable, "NodeRetired", "this node is "+st+" and serves no writes; use another node")
 				return
 			}
@@ -507,7 +510,6 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p, ok := s.primary()
 		if !ok || p.RaftID == s.eng.RaftID() {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "PrimaryUnknown", "no primary is known (an election is in progress); retry")
@@ -536,6 +538,41 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 		}
 		proxy.ServeHTTP(w, r)
 	})
+}
+
+// routeState caches what routeWrites would otherwise read from the ledger
+// (decoding every node record) on every write: this node's status and the
+// primary's address. Both change rarely, on membership changes and
+// elections; a cached value serves for at most routeCacheFor, and the
+// primary's only while raft names the same primary.
+type routeState struct {
+	mu      sync.Mutex
+	at      time.Time
+	status  string
+	primary ClusterNode
+	ok      bool
+}
+
+// routeCacheFor bounds how stale routeState may be: a node retired this
+// long ago may still forward a write, which the primary then handles.
+const routeCacheFor = 100 * time.Millisecond
+
+// routeInfo returns this node's status in the nodes map (network mode)
+// and the primary, from rs when fresh.
+func (s *Server) routeInfo(rs *routeState) (status string, primary ClusterNode, ok bool) {
+	now := time.Now()
+	lead := s.eng.Primary()
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.at.IsZero() || now.Sub(rs.at) >= routeCacheFor || rs.primary.RaftID != lead {
+		rs.status = ""
+		if s.network {
+			rs.status = s.selfStatus()
+		}
+		rs.primary, rs.ok = s.primary()
+		rs.at = now
+	}
+	return rs.status, rs.primary, rs.ok
 }
 
 // forwardedCaller checks that r comes from a cluster node and returns r
