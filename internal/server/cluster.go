@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -495,8 +496,22 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r2)
 			return
 		}
-		if r.Method == http.MethodGet || r.Method == http.MethodHead || s.tr == nil {
+		if s.tr == nil {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			// Reads are served here, except those of transactions before
+			// the snapshot this node started from: it does not hold them.
+			if !s.beforeStart(r.URL.Path) || s.eng.IsPrimary() {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if _, p, ok := s.routeInfo(rs); ok && p.RaftID != s.eng.RaftID() {
+				s.forwardToPrimary(w, r, p)
+				return
+			}
+			next.ServeHTTP(w, r) // no primary known: answer NotOnThisNode
 			return
 		}
 		self, p, ok := s.routeInfo(rs)
@@ -515,29 +530,51 @@ func (s *Server) routeWrites(next http.Handler) http.Handler {
 			writeError(w, http.StatusServiceUnavailable, "PrimaryUnknown", "no primary is known (an election is in progress); retry")
 			return
 		}
-		proxy := &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(&url.URL{Scheme: "https", Host: p.Address})
-				pr.Out.Host = p.Address
-				pr.Out.Header.Del(ForwardedCertHeader)
-				if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-					pr.Out.Header.Set(ForwardedCertHeader, base64.StdEncoding.EncodeToString(r.TLS.PeerCertificates[0].Raw))
-				} else {
-					// No certificate to vouch for, but the header marks
-					// the request as forwarded (bearer tokens pass as is).
-					pr.Out.Header.Set(ForwardedCertHeader, "-")
-				}
-			},
-			Transport: s.fwd,
-			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-				s.log.Debug("forward to the primary", slog.String("primary", p.Address), slog.Any("err", err))
-				w.Header().Set("Retry-After", "1")
-				writeError(w, http.StatusBadGateway, "ForwardingFailed", "could not forward the write to the primary at "+p.Address+"; retry")
-			},
-			ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		}
-		proxy.ServeHTTP(w, r)
+		s.forwardToPrimary(w, r, p)
 	})
+}
+
+// beforeStart reports whether path reads a transaction (its entry, status
+// or receipt) from before the snapshot this node's ledger starts after.
+func (s *Server) beforeStart(path string) bool {
+	start := s.eng.StartSeqno()
+	if start == 0 {
+		return false
+	}
+	rest, ok := strings.CutPrefix(path, "/app/transactions/")
+	if !ok {
+		return false
+	}
+	idStr, _, _ := strings.Cut(rest, "/")
+	id, err := ledger.ParseTxID(idStr)
+	return err == nil && id.Seqno <= start
+}
+
+// forwardToPrimary sends r to the primary p with the caller's client
+// certificate, and its answer back.
+func (s *Server) forwardToPrimary(w http.ResponseWriter, r *http.Request, p ClusterNode) {
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&url.URL{Scheme: "https", Host: p.Address})
+			pr.Out.Host = p.Address
+			pr.Out.Header.Del(ForwardedCertHeader)
+			if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				pr.Out.Header.Set(ForwardedCertHeader, base64.StdEncoding.EncodeToString(r.TLS.PeerCertificates[0].Raw))
+			} else {
+				// No certificate to vouch for, but the header marks
+				// the request as forwarded (bearer tokens pass as is).
+				pr.Out.Header.Set(ForwardedCertHeader, "-")
+			}
+		},
+		Transport: s.fwd,
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			s.log.Debug("forward to the primary", slog.String("primary", p.Address), slog.Any("err", err))
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusBadGateway, "ForwardingFailed", "could not forward the request to the primary at "+p.Address+"; retry")
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	proxy.ServeHTTP(w, r)
 }
 
 // routeState caches what routeWrites would otherwise read from the ledger
