@@ -110,14 +110,13 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// startDev starts `parley dev` on dir, with extra flags, and waits for
-// /health.
-func startDev(t *testing.T, dir string, extra ...string) *devNode {
+// launch starts `parley ARGS…` serving on addr with its data in dir, in a
+// process group of its own; the test's cleanup stops it and, if the test
+// failed, logs its output.
+func launch(t *testing.T, dir, addr string, args ...string) *devNode {
 	t.Helper()
-	recordSourceInputs(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	n := &devNode{t: t, dir: dir, url: "https://" + addr, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	n.cmd = exec.Command(parleyBin, append([]string{"dev", "--dir", dir, "--addr", addr}, extra...)...)
+	n.cmd = exec.Command(parleyBin, args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.cmd.Start(); err != nil {
@@ -127,9 +126,19 @@ func startDev(t *testing.T, dir string, extra ...string) *devNode {
 	t.Cleanup(func() {
 		n.stop()
 		if t.Failed() {
-			t.Logf("parley dev output:\n%s", n.logs)
+			t.Logf("parley %s output:\n%s", args[0], n.logs)
 		}
 	})
+	return n
+}
+
+// startDev starts `parley dev` on dir, with extra flags, and waits for
+// /health.
+func startDev(t *testing.T, dir string, extra ...string) *devNode {
+	t.Helper()
+	recordSourceInputs(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	n := launch(t, dir, addr, append([]string{"dev", "--dir", dir, "--addr", addr}, extra...)...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if c, err := n.loadClient(); err == nil {

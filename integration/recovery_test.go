@@ -91,20 +91,7 @@ func startRecoveredNode(t *testing.T, dataDir, keys string, args ...string) *dev
 	if err := os.WriteFile(cfg, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n := &devNode{t: t, dir: dataDir, url: "https://" + addr, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	n.cmd = exec.Command(parleyBin, append([]string{"node", "--config", cfg}, args...)...)
-	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { n.done <- n.cmd.Wait() }()
-	t.Cleanup(func() {
-		n.stop()
-		if t.Failed() {
-			t.Logf("parley node output:\n%s", n.logs)
-		}
-	})
+	n := launch(t, dataDir, addr, append([]string{"node", "--config", cfg}, args...)...)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if ca, err := os.ReadFile(filepath.Join(dataDir, "service_cert.pem")); err == nil {
