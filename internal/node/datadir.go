@@ -15,7 +15,6 @@
 package node
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -64,9 +63,6 @@ type Identity struct {
 	// secrets by first seqno as it received them (Secret is the last);
 	// nil for a node that started its service (Secret seals from seqno 1).
 	Epochs []Epoch
-	// rawSecret is the ledger secret Secret derives from, kept only to be
-	// wrapped for recovery (LedgerSecret). Never logged.
-	rawSecret []byte
 }
 
 // Epoch is a ledger secret and the first seqno it seals.
@@ -82,9 +78,9 @@ type SecretEpoch struct {
 	Secret []byte `json:"secret"`
 }
 
-// LedgerSecret returns a copy of the raw ledger secret, for governance to
-// wrap into recovery shares; the caller clears it after use.
-func (id *Identity) LedgerSecret() []byte { return bytes.Clone(id.rawSecret) }
+// LedgerSecret returns a copy of the raw ledger secret (Secret's); the
+// caller clears it after use.
+func (id *Identity) LedgerSecret() []byte { return id.Secret.Raw() }
 
 // InitOptions configures a new service's first node.
 type InitOptions struct {
@@ -357,12 +353,12 @@ func Load(fsys vfs.FS, dir string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	secret, err := ledger.NewSecret(raw)
+	secret, err := ledger.NewSecret(raw) // keeps its own copy
+	clear(raw)
 	if err != nil {
-		clear(raw)
 		return nil, fmt.Errorf("load ledger secret: %w", err)
 	}
-	id := &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret, rawSecret: raw}
+	id := &Identity{Service: svc, NodeKey: nodeKey, NodeCertPEM: nodeCert, Secret: secret}
 	if id.Epochs, err = loadEpochs(fsys, dir, sealKey); err != nil {
 		return nil, err
 	}
